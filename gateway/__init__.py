@@ -1,0 +1,1 @@
+"""Data plane: the aiohttp gateway. It knows GatewayConfig, never Kubernetes types."""

@@ -1,0 +1,107 @@
+"""GatewayConfig: everything the gateway enforces, compiled from the custom resources.
+
+It is the one contract between control plane and data plane. It is versioned, holds
+API key hashes and never keys, and names provider credentials by reference only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
+
+CONFIG_VERSION = 1
+
+Role = Literal["admin", "developer", "analyst", "user"]
+Protocol = Literal["openai", "anthropic", "azure-openai"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CredentialRef(_Frozen):
+    """A provider credential by reference: a Secret in a cluster, an env var standalone."""
+
+    secret: str
+    key: str
+
+
+class Upstream(_Frozen):
+    """One server the gateway can send a model's requests to."""
+
+    base_url: str
+    protocol: Protocol = "openai"
+    model: str | None = Field(
+        None, description="The model name the upstream expects; None sends the served name."
+    )
+    credential: CredentialRef | None = None
+
+
+class Timeouts(_Frozen):
+    connect_s: float
+    first_token_s: float
+    total_s: float
+
+
+class Pricing(_Frozen):
+    input_per_million_usd: Decimal = Decimal(0)
+    output_per_million_usd: Decimal = Decimal(0)
+
+
+class ModelRoute(_Frozen):
+    name: str
+    source: str = Field(description="The resource it came from, `ModelDeployment ns/name`.")
+    engine: Literal["llamacpp", "external"]
+    aliases: tuple[str, ...] = ()
+    upstreams: tuple[Upstream, ...]
+    pricing: Pricing = Pricing()
+    fallbacks: tuple[str, ...] = ()
+    timeouts: Timeouts
+
+
+class TenantPolicy(_Frozen):
+    id: str
+    display_name: str
+    models: frozenset[str] = Field(description="Canonical model names this tenant may call.")
+    department: str | None = None
+    project: str | None = None
+
+    @field_serializer("models")
+    def _sorted(self, models: frozenset[str]) -> list[str]:
+        return sorted(models)
+
+
+class ApiKeyEntry(_Frozen):
+    tenant: str
+    name: str
+    role: Role
+
+
+class GatewayConfig(_Frozen):
+    version: Literal[1] = CONFIG_VERSION
+    models: dict[str, ModelRoute] = Field(default_factory=dict)
+    aliases: dict[str, str] = Field(
+        default_factory=dict, description="Alias → canonical model name."
+    )
+    tenants: dict[str, TenantPolicy] = Field(default_factory=dict)
+    api_keys: dict[str, ApiKeyEntry] = Field(
+        default_factory=dict, description="sha256 hex digest of a key → who holds it."
+    )
+
+    def fingerprint(self) -> str:
+        """A short content hash, logged on every reload so operators can tell configs apart."""
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def resolve(self, name: str) -> ModelRoute | None:
+        """The model a client's ``model`` field names, through aliases."""
+        return self.models.get(self.aliases.get(name, name))
+
+
+def hash_api_key(key: str) -> str:
+    """How a key is stored everywhere but in its own Secret: a sha256 hex digest."""
+    return hashlib.sha256(key.encode()).hexdigest()

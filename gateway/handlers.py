@@ -1,0 +1,78 @@
+"""HTTP routes of the gateway."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from llmrouter.gateway.config import GatewayConfig, TenantPolicy
+from llmrouter.gateway.errors import ModelNotFound
+from llmrouter.gateway.keys import CONFIG, IDENTITY, METRICS, STORE
+from llmrouter.gateway.openai_request import Endpoint
+from llmrouter.gateway.proxy import handle_model_request
+from llmrouter.gateway.roles import MODELS_READ
+
+routes = web.RouteTableDef()
+
+
+@routes.post("/v1/chat/completions")
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await handle_model_request(request, Endpoint.CHAT)
+
+
+@routes.post("/v1/completions")
+async def completions(request: web.Request) -> web.StreamResponse:
+    return await handle_model_request(request, Endpoint.COMPLETIONS)
+
+
+@routes.post("/v1/embeddings")
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    return await handle_model_request(request, Endpoint.EMBEDDINGS)
+
+
+def _visible_models(config: GatewayConfig, tenant: TenantPolicy) -> list[str]:
+    """Every name the tenant can send: allowed models and their aliases."""
+    names = {name for name in tenant.models}
+    names.update(alias for alias, target in config.aliases.items() if target in tenant.models)
+    return sorted(names)
+
+
+def _model_object(name: str) -> dict[str, object]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "llmrouter"}
+
+
+@routes.get("/v1/models")
+async def list_models(request: web.Request) -> web.Response:
+    identity = request[IDENTITY]
+    identity.require(MODELS_READ)
+    names = _visible_models(request[CONFIG], identity.tenant)
+    return web.json_response({"object": "list", "data": [_model_object(n) for n in names]})
+
+
+@routes.get("/v1/models/{model:.+}")
+async def get_model(request: web.Request) -> web.Response:
+    identity = request[IDENTITY]
+    identity.require(MODELS_READ)
+    name = request.match_info["model"]
+    if name not in _visible_models(request[CONFIG], identity.tenant):
+        raise ModelNotFound(f"model {name!r} does not exist or you do not have access to it")
+    return web.json_response(_model_object(name))
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    if not store.ready:
+        return web.json_response({"status": "no configuration"}, status=503)
+    return web.json_response({"status": "ok", "config": store.fingerprint})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,28 @@
+"""Typed keys of the objects an app and a request carry."""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+
+from llmrouter.gateway.auth import Identity
+from llmrouter.gateway.config import GatewayConfig
+from llmrouter.gateway.credentials import CredentialSource
+from llmrouter.gateway.metrics import GatewayMetrics
+from llmrouter.gateway.settings import GatewaySettings
+from llmrouter.gateway.store import ConfigStore
+from llmrouter.gateway.upstream import UpstreamClient
+from llmrouter.gateway.usage import UsageLedger
+
+SETTINGS = web.AppKey("settings", GatewaySettings)
+STORE = web.AppKey("store", ConfigStore)
+METRICS = web.AppKey("metrics", GatewayMetrics)
+LEDGER = web.AppKey("ledger", UsageLedger)
+CREDENTIALS = web.AppKey("credentials", CredentialSource)
+HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
+UPSTREAM = web.AppKey("upstream", UpstreamClient)
+
+# Per request, set by the middlewares.
+REQUEST_ID = web.RequestKey("request_id", str)
+IDENTITY = web.RequestKey("identity", Identity)
+CONFIG = web.RequestKey("config", GatewayConfig)

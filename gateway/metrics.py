@@ -1,0 +1,73 @@
+"""Prometheus metrics of one gateway app, in a registry of its own.
+
+Labels are bounded: tenant and model names come from configuration, never from users,
+and request ids or key secrets never become labels.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from llmrouter.gateway.usage import RequestRecord
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "llmrouter_requests",
+            "Model requests answered, by outcome.",
+            ["tenant", "model", "endpoint", "code"],
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            "llmrouter_tokens",
+            "Tokens accounted, by direction (input, output).",
+            ["tenant", "model", "direction"],
+            registry=self.registry,
+        )
+        self.cost = Counter(
+            "llmrouter_cost_usd",
+            "Cost of answered requests in US dollars.",
+            ["tenant", "model"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "llmrouter_request_duration_seconds",
+            "Time from request received to last byte sent.",
+            ["model", "endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.ttft = Histogram(
+            "llmrouter_time_to_first_token_seconds",
+            "Time from request received to the first streamed content sent.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.config_reloads = Counter(
+            "llmrouter_config_reloads",
+            "Configuration loads, by result (ok, error).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.config_info = Gauge(
+            "llmrouter_config_models",
+            "Models in the configuration in force.",
+            registry=self.registry,
+        )
+
+    def observe(self, rec: RequestRecord) -> None:
+        self.requests.labels(rec.tenant, rec.model, rec.endpoint, str(rec.status)).inc()
+        if rec.usage.input_tokens:
+            self.tokens.labels(rec.tenant, rec.model, "input").inc(rec.usage.input_tokens)
+        if rec.usage.output_tokens:
+            self.tokens.labels(rec.tenant, rec.model, "output").inc(rec.usage.output_tokens)
+        if rec.cost_usd:
+            self.cost.labels(rec.tenant, rec.model).inc(float(rec.cost_usd))
+        self.duration.labels(rec.model, rec.endpoint).observe(rec.duration_s)
+        if rec.ttft_s is not None:
+            self.ttft.labels(rec.model).observe(rec.ttft_s)

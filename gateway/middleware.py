@@ -1,0 +1,77 @@
+"""Middlewares, one concern each. Order (outermost first): errors → authentication."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from llmrouter.gateway.auth import authenticate
+from llmrouter.gateway.errors import GatewayError, error_body
+from llmrouter.gateway.keys import CONFIG, IDENTITY, REQUEST_ID, SETTINGS, STORE
+
+logger = logging.getLogger(__name__)
+
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+# aiohttp's own HTTP errors, as OpenAI error types and codes.
+_HTTP_ERRORS = {
+    404: ("invalid_request_error", "not_found"),
+    405: ("invalid_request_error", "method_not_allowed"),
+    413: ("invalid_request_error", "request_too_large"),
+}
+
+
+def json_error(status: int, body: dict[str, object], request_id: str,
+               headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status,
+        body=orjson.dumps(body),
+        content_type="application/json",
+        headers={"x-request-id": request_id, **(headers or {})},
+    )
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure becomes an OpenAI-shaped JSON error; no stack trace reaches a client."""
+    incoming = request.headers.get("x-request-id", "")
+    request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    request[REQUEST_ID] = request_id
+    try:
+        return await handler(request)
+    except GatewayError as exc:
+        return json_error(exc.status, exc.body(), request_id, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        type_, code = _HTTP_ERRORS.get(exc.status, ("invalid_request_error", "http_error"))
+        message = exc.reason
+        if exc.status == 413:
+            limit = request.app[SETTINGS].max_body_bytes
+            message = f"request body too large (limit {limit} bytes)"
+        elif exc.status == 405:
+            message = f"method {request.method} is not allowed on {request.path}"
+        elif exc.status == 404:
+            message = f"no such endpoint: {request.method} {request.path}"
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return json_error(exc.status, error_body(message, type_, code), request_id, headers)
+    except Exception:
+        logger.exception("request %s %s (%s) failed", request.method, request.path, request_id)
+        return json_error(
+            500, error_body("internal error", "server_error", "internal_error"), request_id
+        )
+
+
+@web.middleware
+async def authentication(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """API routes need a key; health and metrics do not."""
+    if request.path.startswith(("/v1/", "/admin/")):
+        config = request.app[STORE].current
+        request[CONFIG] = config
+        request[IDENTITY] = authenticate(request.headers, config)
+    return await handler(request)

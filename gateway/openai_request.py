@@ -1,0 +1,96 @@
+"""Validation and rewriting of OpenAI API request bodies: plain functions, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import orjson
+
+from llmrouter.gateway.config import GatewayConfig, ModelRoute, TenantPolicy, Upstream
+from llmrouter.gateway.errors import InvalidRequest, ModelNotFound
+
+
+class Endpoint(Enum):
+    CHAT = "/chat/completions"
+    COMPLETIONS = "/completions"
+    EMBEDDINGS = "/embeddings"
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @property
+    def streams(self) -> bool:
+        return self is not Endpoint.EMBEDDINGS
+
+
+# The field each endpoint cannot do without.
+_REQUIRED_FIELD = {Endpoint.CHAT: "messages", Endpoint.COMPLETIONS: "prompt",
+                   Endpoint.EMBEDDINGS: "input"}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRequest:
+    endpoint: Endpoint
+    body: dict[str, Any]
+    raw: bytes
+    model: str
+    stream: bool
+    wants_usage: bool
+    """Whether a streaming client asked for the usage chunk itself."""
+
+
+def parse_request(endpoint: Endpoint, raw: bytes) -> ModelRequest:
+    if not raw.strip():
+        raise InvalidRequest("request body is empty; expected a JSON object")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from exc
+    if not isinstance(body, dict):
+        raise InvalidRequest("request body must be a JSON object", code="invalid_json")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("'model' is required and must be a non-empty string",
+                             code="missing_model", param="model")
+    field = _REQUIRED_FIELD[endpoint]
+    if field not in body:
+        raise InvalidRequest(f"{field!r} is required", code="missing_field", param=field)
+    if endpoint is Endpoint.CHAT and (not isinstance(body["messages"], list) or not body["messages"]):
+        raise InvalidRequest("'messages' must be a non-empty array", param="messages")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise InvalidRequest("'stream' must be true or false", param="stream")
+    if stream and not endpoint.streams:
+        raise InvalidRequest(f"{endpoint.value} does not stream", param="stream")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise InvalidRequest("'stream_options' must be an object", param="stream_options")
+    wants_usage = bool(stream and options and options.get("include_usage") is True)
+    return ModelRequest(endpoint, body, raw, model, stream, wants_usage)
+
+
+def resolve_model(config: GatewayConfig, tenant: TenantPolicy, name: str) -> ModelRoute:
+    """The model a tenant's request names. A model the tenant may not use is answered
+    exactly like one that does not exist (404), so tenants cannot probe each other's."""
+    route = config.resolve(name)
+    if route is None or route.name not in tenant.models:
+        raise ModelNotFound(f"model {name!r} does not exist or you do not have access to it",
+                            param="model")
+    return route
+
+
+def upstream_body(req: ModelRequest, upstream: Upstream) -> bytes:
+    """The body to send upstream: the client's bytes untouched unless something must change."""
+    changes: dict[str, Any] = {}
+    if upstream.model is not None and upstream.model != req.model:
+        changes["model"] = upstream.model
+    if req.stream and not req.wants_usage:
+        # Usage is needed for accounting even when the client did not ask for it.
+        changes["stream_options"] = {**(req.body.get("stream_options") or {}),
+                                     "include_usage": True}
+    if not changes:
+        return req.raw
+    return orjson.dumps({**req.body, **changes})

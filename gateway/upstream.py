@@ -1,0 +1,120 @@
+"""Calls to model servers speaking the OpenAI API, with errors translated at this edge."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp
+import orjson
+
+from llmrouter.gateway.config import ModelRoute, Upstream
+from llmrouter.gateway.credentials import CredentialSource, env_var_name
+from llmrouter.gateway.errors import GatewayError, UpstreamFailed, UpstreamTimeout
+
+logger = logging.getLogger(__name__)
+
+MAX_ERROR_BODY = 64 * 1024
+
+
+class UpstreamClient:
+    def __init__(self, session: aiohttp.ClientSession, credentials: CredentialSource) -> None:
+        self._session = session
+        self._credentials = credentials
+
+    async def post(
+        self,
+        route: ModelRoute,
+        upstream: Upstream,
+        path: str,
+        body: bytes,
+        *,
+        stream: bool,
+        request_id: str,
+    ) -> aiohttp.ClientResponse:
+        """POST ``body`` and return the open 2xx response; anything else raises."""
+        if upstream.protocol != "openai":
+            raise UpstreamFailed(
+                f"model {route.name!r}: provider protocol {upstream.protocol!r} is not "
+                "supported by this gateway version",
+                code="provider_not_supported",
+                status=501,
+            )
+        headers = {
+            "Content-Type": "application/json",
+            "Accept-Encoding": "identity",
+            "X-Request-Id": request_id,
+        }
+        if upstream.credential is not None:
+            secret = self._credentials.get(upstream.credential)
+            if secret is None:
+                logger.error(
+                    "model %s: credential %s/%s not found (standalone: set %s)",
+                    route.name, upstream.credential.secret, upstream.credential.key,
+                    env_var_name(upstream.credential),
+                )
+                raise UpstreamFailed(
+                    f"model {route.name!r} has no provider credential configured",
+                    code="upstream_credential_missing",
+                )
+            headers["Authorization"] = f"Bearer {secret}"
+        t = route.timeouts
+        timeout = aiohttp.ClientTimeout(
+            total=t.total_s,
+            sock_connect=t.connect_s,
+            # Streams: no byte for first_token seconds means the server stalled.
+            sock_read=t.first_token_s if stream else None,
+        )
+        url = upstream.base_url + path
+        try:
+            resp = await self._session.post(url, data=body, headers=headers, timeout=timeout)
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"model {route.name!r}: upstream did not answer in time") from exc
+        except aiohttp.ClientError as exc:
+            logger.warning("model %s: upstream %s failed: %r", route.name, upstream.base_url, exc)
+            raise UpstreamFailed(f"model {route.name!r}: upstream unavailable",
+                                 code="upstream_unavailable") from exc
+        if resp.status >= 300:
+            try:
+                raise await _translate_status(route, resp)
+            finally:
+                resp.release()
+        return resp
+
+
+async def _translate_status(route: ModelRoute, resp: aiohttp.ClientResponse) -> GatewayError:
+    try:
+        raw = await resp.content.read(MAX_ERROR_BODY)
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        raw = b""
+    message = _upstream_message(raw) or resp.reason or "error"
+    logger.warning("model %s: upstream answered %d: %s", route.name, resp.status, message)
+    if resp.status in (401, 403):
+        # The upstream refused the gateway's own credential: not the client's doing.
+        return UpstreamFailed(f"model {route.name!r}: upstream refused the gateway's credentials",
+                              code="upstream_auth_failed")
+    if resp.status == 429:
+        headers = {"Retry-After": resp.headers["Retry-After"]} if "Retry-After" in resp.headers else {}
+        return GatewayError(f"model {route.name!r} is busy: {message}", status=429,
+                            code="upstream_rate_limited", headers=headers)
+    if 400 <= resp.status < 500:
+        err = GatewayError(message, status=resp.status, code="upstream_rejected")
+        err.type = "invalid_request_error"
+        return err
+    return UpstreamFailed(f"model {route.name!r}: upstream error {resp.status}: {message}")
+
+
+def _upstream_message(raw: bytes) -> str | None:
+    try:
+        doc: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        text = raw.decode("utf-8", "replace").strip()
+        return text[:500] or None
+    if isinstance(doc, dict):
+        err = doc.get("error")
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return str(err["message"])[:500]
+        if isinstance(err, str):
+            return err[:500]
+    return None

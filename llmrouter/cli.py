@@ -1,0 +1,174 @@
+"""The `llmrouter` command: the one place that wires control plane and gateway together."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+
+from llmrouter import __version__
+from llmrouter.standalone import CONFIG_ERRORS, StandaloneSource
+
+logger = logging.getLogger("llmrouter")
+
+
+def _endpoint(text: str) -> tuple[str, str]:
+    name, sep, url = text.partition("=")
+    if not sep or not name or not url.startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected MODEL=URL, e.g. llama-3-8b=http://127.0.0.1:8080/v1"
+        )
+    return name, url
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65535)")
+    return port
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number greater than zero")
+    return value
+
+
+def _config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--filename", dest="paths", type=Path, action="append",
+                        required=True, metavar="PATH",
+                        help="YAML file or directory of resources (repeatable), as for kubectl")
+    parser.add_argument("--keys-file", type=Path, metavar="FILE",
+                        help="YAML of tenant → key name → API key (or sha256:<hex>)")
+    parser.add_argument("--endpoint", type=_endpoint, action="append", default=[],
+                        metavar="MODEL=URL",
+                        help="where a llamacpp model's server is, e.g. tiny=http://127.0.0.1:8080/v1"
+                             " (repeatable; several for one model give replicas)")
+
+
+def _source(args: argparse.Namespace) -> StandaloneSource:
+    endpoints: dict[str, list[str]] = {}
+    for name, url in args.endpoint:
+        endpoints.setdefault(name, []).append(url)
+    return StandaloneSource(paths=args.paths, keys_file=args.keys_file, endpoints=endpoints)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmrouter", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"llmrouter {__version__}")
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway configured from YAML files")
+    _config_args(serve)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=_port, default=8000)
+    serve.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024)
+    serve.add_argument("--reload-interval", type=_positive, default=0.5, metavar="SECONDS",
+                       help="how often to look for changed files")
+    serve.add_argument("--access-log", action="store_true", help="log one line per request")
+
+    check = sub.add_parser("compile", help="compile YAML files and print the GatewayConfig")
+    _config_args(check)
+
+    crds = sub.add_parser("crds", help="write the CustomResourceDefinitions")
+    crds.add_argument("--out", type=Path, default=Path("crds"))
+    crds.add_argument("--check", action="store_true",
+                      help="exit 1 when the files differ from the models instead of writing")
+
+    sub.add_parser("keygen", help="print a new API key and its sha256 for a keys file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "compile":
+        return _compile(args)
+    if args.command == "crds":
+        return _crds(args)
+    return _keygen()
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from llmrouter.gateway.app import create_app
+    from llmrouter.gateway.settings import GatewaySettings
+    from llmrouter.gateway.store import ConfigStore
+    from llmrouter.standalone import reloader
+
+    if args.max_body_bytes < 1024:
+        print("llmrouter: --max-body-bytes must be at least 1024", file=sys.stderr)
+        return 2
+    source = _source(args)
+    try:
+        config = source.load()
+    except CONFIG_ERRORS as exc:
+        print(f"llmrouter: the configuration does not load:\n{exc}", file=sys.stderr)
+        return 1
+    settings = GatewaySettings(host=args.host, port=args.port,
+                               max_body_bytes=args.max_body_bytes, access_log=args.access_log)
+    app = create_app(settings, ConfigStore(config))
+    app.cleanup_ctx.append(reloader(source, args.reload_interval))
+    logger.info("serving %d models for %d tenants on http://%s:%d",
+                len(config.models), len(config.tenants), settings.host, settings.port)
+    web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None)
+    return 0
+
+
+def _compile(args: argparse.Namespace) -> int:
+    try:
+        config = _source(args).load()
+    except CONFIG_ERRORS as exc:
+        print(f"llmrouter: the configuration does not load:\n{exc}", file=sys.stderr)
+        return 1
+    sys.stdout.buffer.write(orjson.dumps(config.model_dump(mode="json"),
+                                         option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    sys.stdout.write("\n")
+    return 0
+
+
+def _crds(args: argparse.Namespace) -> int:
+    from llmrouter.operator.crdgen import render_all
+
+    stale = []
+    for name, text in render_all().items():
+        path = args.out / name
+        current = path.read_text() if path.exists() else None
+        if current == text:
+            continue
+        if args.check:
+            stale.append(str(path))
+        else:
+            args.out.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            print(f"wrote {path}")
+    if stale:
+        print("out of date (run `llmrouter crds`): " + ", ".join(stale), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _keygen() -> int:
+    from llmrouter.gateway.config import hash_api_key
+    from llmrouter.operator.apikeys import generate_api_key
+
+    key = generate_api_key()
+    print(f"key:    {key}\nsha256: sha256:{hash_api_key(key)}")
+    return 0

@@ -1,0 +1,1 @@
+"""Control plane: custom resource types, the config compiler and the Kopf operator."""

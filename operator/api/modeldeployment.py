@@ -1,0 +1,137 @@
+"""ModelDeployment: one model a client can name, served by llama.cpp or an external provider."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from llmrouter.operator.api.common import (
+    DNS_SUBDOMAIN,
+    USD,
+    Duration,
+    ModelName,
+    Resource,
+    SpecModel,
+    schema_extra,
+)
+from llmrouter.operator.api.status import CommonStatus
+
+URL_PATTERN = r"^https?://[^\s/$.?#][^\s]*$"
+
+
+class PVCSource(SpecModel):
+    claim_name: Annotated[str, Field(pattern=DNS_SUBDOMAIN)]
+    path: Annotated[str, Field(min_length=1, description="Path of the .gguf file in the volume.")]
+
+
+class ModelSource(SpecModel, json_schema_extra=schema_extra(**{
+    "x-kubernetes-validations": [{
+        "rule": "has(self.url) != has(self.pvc)",
+        "message": "model needs exactly one of url or pvc",
+    }],
+})):
+    """Where llama-server finds its GGUF file: downloaded from a URL, or on a PVC."""
+
+    url: Annotated[str | None, Field(pattern=URL_PATTERN)] = None
+    pvc: PVCSource | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ModelSource:
+        if (self.url is None) == (self.pvc is None):
+            raise ValueError("model needs exactly one of url or pvc")
+        return self
+
+
+class ServerResources(SpecModel):
+    gpus: Annotated[int, Field(ge=0, le=64)] = 0
+    cpu: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?m?$")] = "1"
+    memory: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?([KMGTPE]i?)?$")] = "2Gi"
+
+
+class LlamaCppSpec(SpecModel):
+    """A model served in the cluster by llama.cpp's `llama-server`."""
+
+    image: Annotated[str, Field(min_length=1)] = "ghcr.io/ggml-org/llama.cpp:server"
+    model: ModelSource
+    context_size: Annotated[int, Field(ge=128, le=1_048_576)] = 4096
+    parallel: Annotated[int, Field(ge=1, le=256, description="llama-server --parallel")] = 1
+    gpu_layers: Annotated[int, Field(ge=0, le=10_000)] = 999
+    replicas: Annotated[int, Field(ge=0, le=1000)] = 1
+    embeddings: bool = Field(False, description="Serve /v1/embeddings (--embeddings).")
+    resources: ServerResources = Field(default_factory=ServerResources)
+    extra_args: list[str] = Field(default_factory=list)
+
+
+Provider = Literal["openai", "anthropic", "azure-openai", "openai-compatible"]
+
+
+class SecretKeyRef(SpecModel):
+    name: Annotated[str, Field(pattern=DNS_SUBDOMAIN)]
+    key: Annotated[str, Field(pattern=r"^[-._a-zA-Z0-9]+$")]
+
+
+class ExternalSpec(SpecModel):
+    """A model served outside the cluster by a provider's API."""
+
+    provider: Provider
+    base_url: Annotated[str, Field(alias="baseURL", pattern=URL_PATTERN)]
+    model: Annotated[str, Field(min_length=1, description="The provider's model name.")]
+    api_key_secret_ref: SecretKeyRef | None = None
+
+
+class Pricing(SpecModel):
+    """USD per million tokens, as decimal strings."""
+
+    input_per_million: USD = "0"
+    output_per_million: USD = "0"
+
+
+class Timeouts(SpecModel):
+    connect: Duration = "2s"
+    first_token: Duration = "30s"
+    total: Duration = "300s"
+
+
+class ModelDeploymentSpec(SpecModel, json_schema_extra=schema_extra(**{
+    "x-kubernetes-validations": [{
+        "rule": "has(self.llamacpp) != has(self.external)",
+        "message": "a ModelDeployment needs exactly one of llamacpp or external",
+    }],
+})):
+    served_name: ModelName | None = Field(
+        None, description="The name clients send as `model`; defaults to metadata.name."
+    )
+    aliases: list[ModelName] = Field(default_factory=list)
+    llamacpp: LlamaCppSpec | None = None
+    external: ExternalSpec | None = None
+    pricing: Pricing = Field(default_factory=Pricing)
+    fallbacks: list[ModelName] = Field(default_factory=list)
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+
+    @model_validator(mode="after")
+    def _exactly_one_engine(self) -> ModelDeploymentSpec:
+        if (self.llamacpp is None) == (self.external is None):
+            raise ValueError("a ModelDeployment needs exactly one of llamacpp or external")
+        return self
+
+    @property
+    def engine(self) -> Literal["llamacpp", "external"]:
+        return "llamacpp" if self.llamacpp is not None else "external"
+
+
+class ModelDeploymentStatus(CommonStatus):
+    engine: str | None = None
+    model: str | None = None
+    ready_replicas: int | None = None
+    endpoint: str | None = None
+
+
+class ModelDeployment(Resource):
+    kind: Literal["ModelDeployment"] = "ModelDeployment"
+    spec: ModelDeploymentSpec
+    status: ModelDeploymentStatus | None = None
+
+    @property
+    def served_name(self) -> str:
+        return self.spec.served_name or self.metadata.name

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from llmrouter.gateway.app import create_app
+from llmrouter.gateway.credentials import EnvCredentials
+from llmrouter.gateway.settings import GatewaySettings
+from llmrouter.gateway.store import ConfigStore
+from llmrouter.standalone import StandaloneSource
+from tests.support.config import PROVIDER_TOKEN, write_config
+from tests.support.fake_upstream import FakeUpstream, UpstreamThread
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def upstream_server() -> Iterator[FakeUpstream]:
+    thread = UpstreamThread()
+    fake = thread.start()
+    yield fake
+    thread.stop()
+
+
+@pytest.fixture
+def upstream(upstream_server: FakeUpstream) -> FakeUpstream:
+    upstream_server.reset()
+    return upstream_server
+
+
+@pytest.fixture
+def config_files(tmp_path: Path, upstream: FakeUpstream) -> tuple[Path, Path]:
+    return write_config(tmp_path, upstream.url)
+
+
+@pytest.fixture
+def source(config_files: tuple[Path, Path], upstream: FakeUpstream) -> StandaloneSource:
+    resources, keys = config_files
+    return StandaloneSource([resources], keys, {"local": [upstream.url]})
+
+
+@pytest.fixture
+async def gateway_url(source: StandaloneSource) -> AsyncIterator[str]:
+    """The gateway in this process, on a real port, in front of the fake upstream."""
+    settings = GatewaySettings(max_body_bytes=64 * 1024)
+    credentials = EnvCredentials({"LLMROUTER_SECRET_PROVIDER_TOKEN": PROVIDER_TOKEN})
+    app = create_app(settings, ConfigStore(source.load()), credentials)
+    server = TestServer(app, host="127.0.0.1", port=free_port())
+    await server.start_server()
+    yield f"http://127.0.0.1:{server.port}"
+    await server.close()

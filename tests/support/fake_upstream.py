@@ -1,0 +1,171 @@
+"""A controllable OpenAI-compatible server, for tests where control is the point:
+counting what the gateway sends, and injecting slowness and failures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Behaviour:
+    status: int = 200
+    """Status of every answer; not 200 answers with an OpenAI error body."""
+    chunks: int = 3
+    """Content chunks in a stream."""
+    chunk_delay_s: float = 0.0
+    """Pause before each stream chunk."""
+    delay_s: float = 0.0
+    """Pause before answering at all."""
+    break_stream_after: int | None = None
+    """Drop the connection after this many stream chunks."""
+    retry_after: str | None = None
+
+
+@dataclass
+class Seen:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+@dataclass
+class FakeUpstream:
+    behaviour: Behaviour = field(default_factory=Behaviour)
+    seen: list[Seen] = field(default_factory=list)
+    url: str = ""
+
+    def reset(self) -> None:
+        self.behaviour = Behaviour()
+        self.seen.clear()
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/completions", self._completions)
+        app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_get("/health", self._health)
+        return app
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _begin(self, request: web.Request) -> tuple[dict[str, Any], web.Response | None]:
+        body = await request.json()
+        self.seen.append(Seen(request.path, dict(request.headers), body))
+        b = self.behaviour
+        if b.delay_s:
+            await asyncio.sleep(b.delay_s)
+        if b.status != 200:
+            headers = {"Retry-After": b.retry_after} if b.retry_after else None
+            return body, web.json_response(
+                {"error": {"message": f"injected failure {b.status}", "type": "server_error"}},
+                status=b.status, headers=headers,
+            )
+        return body, None
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body, failure = await self._begin(request)
+        if failure:
+            return failure
+        if body.get("stream"):
+            return await self._stream(request, body, chat=True)
+        return web.json_response({
+            "id": "chatcmpl-fake", "object": "chat.completion", "created": 1,
+            "model": body["model"],
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "hello from upstream"}}],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12},
+        })
+
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
+        body, failure = await self._begin(request)
+        if failure:
+            return failure
+        if body.get("stream"):
+            return await self._stream(request, body, chat=False)
+        return web.json_response({
+            "id": "cmpl-fake", "object": "text_completion", "created": 1, "model": body["model"],
+            "choices": [{"index": 0, "text": "once upon", "finish_reason": "length",
+                         "logprobs": None}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+        })
+
+    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+        body, failure = await self._begin(request)
+        if failure:
+            return failure
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        return web.json_response({
+            "object": "list", "model": body["model"],
+            "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]}
+                     for i in range(len(inputs))],
+            "usage": {"prompt_tokens": 4 * len(inputs), "total_tokens": 4 * len(inputs)},
+        })
+
+    async def _stream(self, request: web.Request, body: dict[str, Any], chat: bool) -> web.StreamResponse:
+        b = self.behaviour
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for i in range(b.chunks):
+            if b.break_stream_after is not None and i >= b.break_stream_after:
+                assert request.transport is not None
+                request.transport.close()
+                return resp
+            if b.chunk_delay_s:
+                await asyncio.sleep(b.chunk_delay_s)
+            if chat:
+                choice: dict[str, Any] = {"index": 0, "delta": {"content": f"tok{i} "},
+                                          "finish_reason": None}
+                obj = "chat.completion.chunk"
+            else:
+                choice = {"index": 0, "text": f"tok{i} ", "finish_reason": None}
+                obj = "text_completion"
+            chunk = {"id": "fake", "object": obj, "created": 1, "model": body["model"],
+                     "choices": [choice]}
+            await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage = {"id": "fake", "object": "chat.completion.chunk", "created": 1,
+                     "model": body["model"], "choices": [],
+                     "usage": {"prompt_tokens": 7, "completion_tokens": b.chunks,
+                               "total_tokens": 7 + b.chunks}}
+            await resp.write(f"data: {json.dumps(usage)}\n\n".encode())
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+
+class UpstreamThread:
+    """Runs a FakeUpstream on its own loop in a thread, so sync and async tests share it."""
+
+    def __init__(self) -> None:
+        self.fake = FakeUpstream()
+        self._loop = asyncio.new_event_loop()
+        self._runner: web.AppRunner | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def start(self) -> FakeUpstream:
+        self._thread.start()
+        port = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        self.fake.url = f"http://127.0.0.1:{port}/v1"
+        return self.fake
+
+    async def _start(self) -> int:
+        self._runner = web.AppRunner(self.fake.app())
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert server is not None
+        return int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
