@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
-CONFIG_VERSION = 1
+CONFIG_VERSION: Literal[1] = 1
 
 Role = Literal["admin", "developer", "analyst", "user"]
 Protocol = Literal["openai", "anthropic", "azure-openai"]

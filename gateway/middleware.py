@@ -26,8 +26,9 @@ _HTTP_ERRORS = {
 }
 
 
-def json_error(status: int, body: dict[str, object], request_id: str,
-               headers: dict[str, str] | None = None) -> web.Response:
+def json_error(
+    status: int, body: dict[str, object], request_id: str, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.Response(
         status=status,
         body=orjson.dumps(body),

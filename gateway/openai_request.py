@@ -27,8 +27,11 @@ class Endpoint(Enum):
 
 
 # The field each endpoint cannot do without.
-_REQUIRED_FIELD = {Endpoint.CHAT: "messages", Endpoint.COMPLETIONS: "prompt",
-                   Endpoint.EMBEDDINGS: "input"}
+_REQUIRED_FIELD = {
+    Endpoint.CHAT: "messages",
+    Endpoint.COMPLETIONS: "prompt",
+    Endpoint.EMBEDDINGS: "input",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +56,17 @@ def parse_request(endpoint: Endpoint, raw: bytes) -> ModelRequest:
         raise InvalidRequest("request body must be a JSON object", code="invalid_json")
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise InvalidRequest("'model' is required and must be a non-empty string",
-                             code="missing_model", param="model")
+        raise InvalidRequest(
+            "'model' is required and must be a non-empty string",
+            code="missing_model",
+            param="model",
+        )
     field = _REQUIRED_FIELD[endpoint]
     if field not in body:
         raise InvalidRequest(f"{field!r} is required", code="missing_field", param=field)
-    if endpoint is Endpoint.CHAT and (not isinstance(body["messages"], list) or not body["messages"]):
+    if endpoint is Endpoint.CHAT and (
+        not isinstance(body["messages"], list) or not body["messages"]
+    ):
         raise InvalidRequest("'messages' must be a non-empty array", param="messages")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
@@ -77,8 +85,9 @@ def resolve_model(config: GatewayConfig, tenant: TenantPolicy, name: str) -> Mod
     exactly like one that does not exist (404), so tenants cannot probe each other's."""
     route = config.resolve(name)
     if route is None or route.name not in tenant.models:
-        raise ModelNotFound(f"model {name!r} does not exist or you do not have access to it",
-                            param="model")
+        raise ModelNotFound(
+            f"model {name!r} does not exist or you do not have access to it", param="model"
+        )
     return route
 
 
@@ -89,8 +98,10 @@ def upstream_body(req: ModelRequest, upstream: Upstream) -> bytes:
         changes["model"] = upstream.model
     if req.stream and not req.wants_usage:
         # Usage is needed for accounting even when the client did not ask for it.
-        changes["stream_options"] = {**(req.body.get("stream_options") or {}),
-                                     "include_usage": True}
+        changes["stream_options"] = {
+            **(req.body.get("stream_options") or {}),
+            "include_usage": True,
+        }
     if not changes:
         return req.raw
     return orjson.dumps({**req.body, **changes})

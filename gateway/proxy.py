@@ -15,13 +15,13 @@ from aiohttp import web
 from llmrouter.gateway.config import ModelRoute
 from llmrouter.gateway.errors import GatewayError, UpstreamFailed, UpstreamTimeout
 from llmrouter.gateway.keys import (
+    CONFIG,
+    IDENTITY,
     LEDGER,
     METRICS,
     REQUEST_ID,
     SETTINGS,
     UPSTREAM,
-    CONFIG,
-    IDENTITY,
 )
 from llmrouter.gateway.openai_request import (
     Endpoint,
@@ -78,8 +78,12 @@ async def _complete(
 ) -> web.Response:
     upstream = route.upstreams[0]
     resp = await request.app[UPSTREAM].post(
-        route, upstream, req.endpoint.value, upstream_body(req, upstream),
-        stream=False, request_id=request[REQUEST_ID],
+        route,
+        upstream,
+        req.endpoint.value,
+        upstream_body(req, upstream),
+        stream=False,
+        request_id=request[REQUEST_ID],
     )
     try:
         async with resp:
@@ -93,25 +97,33 @@ async def _complete(
     except orjson.JSONDecodeError as exc:
         raise UpstreamFailed(f"model {route.name!r}: upstream answered with invalid JSON") from exc
     outcome.usage = Usage.from_openai(doc.get("usage") if isinstance(doc, dict) else None)
-    return web.Response(body=raw, content_type="application/json",
-                        headers=_headers(request, route))
+    return web.Response(body=raw, content_type="application/json", headers=_headers(request, route))
 
 
 async def _stream(
-    request: web.Request, req: ModelRequest, route: ModelRoute, outcome: Outcome,
+    request: web.Request,
+    req: ModelRequest,
+    route: ModelRoute,
+    outcome: Outcome,
     started: float,
 ) -> web.StreamResponse:
     upstream = route.upstreams[0]
     resp = await request.app[UPSTREAM].post(
-        route, upstream, req.endpoint.value, upstream_body(req, upstream),
-        stream=True, request_id=request[REQUEST_ID],
+        route,
+        upstream,
+        req.endpoint.value,
+        upstream_body(req, upstream),
+        stream=True,
+        request_id=request[REQUEST_ID],
     )
     async with resp:
-        out = web.StreamResponse(headers={
-            **_headers(request, route),
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
-        })
+        out = web.StreamResponse(
+            headers={
+                **_headers(request, route),
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+            }
+        )
         await out.prepare(request)
         try:
             await _relay_events(_upstream_lines(route, resp), out, req, outcome, started)
@@ -139,10 +151,12 @@ async def _upstream_lines(route: ModelRoute, resp: aiohttp.ClientResponse) -> As
             yield line
     except TimeoutError as exc:
         raise _StreamBroken(
-            UpstreamTimeout(f"model {route.name!r}: upstream stalled mid-stream")) from exc
+            UpstreamTimeout(f"model {route.name!r}: upstream stalled mid-stream")
+        ) from exc
     except (aiohttp.ClientError, ValueError) as exc:
         raise _StreamBroken(
-            UpstreamFailed(f"model {route.name!r}: upstream failed mid-stream")) from exc
+            UpstreamFailed(f"model {route.name!r}: upstream failed mid-stream")
+        ) from exc
 
 
 async def _write_quietly(out: web.StreamResponse, data: bytes) -> None:
@@ -154,8 +168,11 @@ async def _write_quietly(out: web.StreamResponse, data: bytes) -> None:
 
 
 async def _relay_events(
-    lines_in: AsyncIterator[bytes], out: web.StreamResponse, req: ModelRequest,
-    outcome: Outcome, started: float,
+    lines_in: AsyncIterator[bytes],
+    out: web.StreamResponse,
+    req: ModelRequest,
+    outcome: Outcome,
+    started: float,
 ) -> None:
     """Pass each server-sent event on as soon as it is complete; read usage on the way."""
     lines: list[bytes] = []
@@ -165,9 +182,9 @@ async def _relay_events(
             continue
         event = b"".join(lines) + line
         lines.clear()
-        if b'"usage"' in event and event.startswith(b"data: {"):
-            if _take_usage(event, outcome) and not req.wants_usage:
-                continue  # the usage-only chunk the client did not ask for
+        usage_only = b'"usage"' in event and _take_usage(event, outcome)
+        if usage_only and not req.wants_usage:
+            continue  # the chunk the client did not ask for
         if outcome.ttft_s is None:
             outcome.ttft_s = time.perf_counter() - started
         await out.write(event)
@@ -177,8 +194,10 @@ async def _relay_events(
 
 def _take_usage(event: bytes, outcome: Outcome) -> bool:
     """Record usage from a chunk; True when the chunk carries nothing but usage."""
+    if not event.startswith(b"data: {"):
+        return False
     try:
-        chunk = orjson.loads(event[len(b"data: "):])
+        chunk = orjson.loads(event[len(b"data: ") :])
     except orjson.JSONDecodeError:
         return False
     if not isinstance(chunk, dict):
@@ -191,7 +210,10 @@ def _take_usage(event: bytes, outcome: Outcome) -> bool:
 
 
 def _account(
-    request: web.Request, req: ModelRequest, route: ModelRoute, outcome: Outcome,
+    request: web.Request,
+    req: ModelRequest,
+    route: ModelRoute,
+    outcome: Outcome,
     duration_s: float,
 ) -> None:
     identity = request[IDENTITY]
@@ -215,6 +237,14 @@ def _account(
         logger.info(
             "request %s tenant=%s key=%s model=%s endpoint=%s status=%d in=%d out=%d "
             "cost=%s duration=%.3fs",
-            record.request_id, record.tenant, record.key_name, record.model, record.endpoint,
-            record.status, usage.input_tokens, usage.output_tokens, record.cost_usd, duration_s,
+            record.request_id,
+            record.tenant,
+            record.key_name,
+            record.model,
+            record.endpoint,
+            record.status,
+            usage.input_tokens,
+            usage.output_tokens,
+            record.cost_usd,
+            duration_s,
         )

@@ -39,6 +39,9 @@ class ConfigStore:
         self._config, self.fingerprint = config, fingerprint
         logger.info(
             "configuration %s in force: %d models, %d tenants, %d keys",
-            fingerprint, len(config.models), len(config.tenants), len(config.api_keys),
+            fingerprint,
+            len(config.models),
+            len(config.tenants),
+            len(config.api_keys),
         )
         return True

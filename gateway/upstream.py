@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -51,7 +50,9 @@ class UpstreamClient:
             if secret is None:
                 logger.error(
                     "model %s: credential %s/%s not found (standalone: set %s)",
-                    route.name, upstream.credential.secret, upstream.credential.key,
+                    route.name,
+                    upstream.credential.secret,
+                    upstream.credential.key,
                     env_var_name(upstream.credential),
                 )
                 raise UpstreamFailed(
@@ -73,8 +74,9 @@ class UpstreamClient:
             raise UpstreamTimeout(f"model {route.name!r}: upstream did not answer in time") from exc
         except aiohttp.ClientError as exc:
             logger.warning("model %s: upstream %s failed: %r", route.name, upstream.base_url, exc)
-            raise UpstreamFailed(f"model {route.name!r}: upstream unavailable",
-                                 code="upstream_unavailable") from exc
+            raise UpstreamFailed(
+                f"model {route.name!r}: upstream unavailable", code="upstream_unavailable"
+            ) from exc
         if resp.status >= 300:
             try:
                 raise await _translate_status(route, resp)
@@ -86,18 +88,26 @@ class UpstreamClient:
 async def _translate_status(route: ModelRoute, resp: aiohttp.ClientResponse) -> GatewayError:
     try:
         raw = await resp.content.read(MAX_ERROR_BODY)
-    except (aiohttp.ClientError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ClientError):
         raw = b""
     message = _upstream_message(raw) or resp.reason or "error"
     logger.warning("model %s: upstream answered %d: %s", route.name, resp.status, message)
     if resp.status in (401, 403):
         # The upstream refused the gateway's own credential: not the client's doing.
-        return UpstreamFailed(f"model {route.name!r}: upstream refused the gateway's credentials",
-                              code="upstream_auth_failed")
+        return UpstreamFailed(
+            f"model {route.name!r}: upstream refused the gateway's credentials",
+            code="upstream_auth_failed",
+        )
     if resp.status == 429:
-        headers = {"Retry-After": resp.headers["Retry-After"]} if "Retry-After" in resp.headers else {}
-        return GatewayError(f"model {route.name!r} is busy: {message}", status=429,
-                            code="upstream_rate_limited", headers=headers)
+        headers = (
+            {"Retry-After": resp.headers["Retry-After"]} if "Retry-After" in resp.headers else {}
+        )
+        return GatewayError(
+            f"model {route.name!r} is busy: {message}",
+            status=429,
+            code="upstream_rate_limited",
+            headers=headers,
+        )
     if 400 <= resp.status < 500:
         err = GatewayError(message, status=resp.status, code="upstream_rejected")
         err.type = "invalid_request_error"

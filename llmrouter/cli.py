@@ -46,15 +46,31 @@ def _positive(text: str) -> float:
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-f", "--filename", dest="paths", type=Path, action="append",
-                        required=True, metavar="PATH",
-                        help="YAML file or directory of resources (repeatable), as for kubectl")
-    parser.add_argument("--keys-file", type=Path, metavar="FILE",
-                        help="YAML of tenant → key name → API key (or sha256:<hex>)")
-    parser.add_argument("--endpoint", type=_endpoint, action="append", default=[],
-                        metavar="MODEL=URL",
-                        help="where a llamacpp model's server is, e.g. tiny=http://127.0.0.1:8080/v1"
-                             " (repeatable; several for one model give replicas)")
+    parser.add_argument(
+        "-f",
+        "--filename",
+        dest="paths",
+        type=Path,
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="YAML file or directory of resources (repeatable), as for kubectl",
+    )
+    parser.add_argument(
+        "--keys-file",
+        type=Path,
+        metavar="FILE",
+        help="YAML of tenant → key name → API key (or sha256:<hex>)",
+    )
+    parser.add_argument(
+        "--endpoint",
+        type=_endpoint,
+        action="append",
+        default=[],
+        metavar="MODEL=URL",
+        help="where a llamacpp model's server is, e.g. tiny=http://127.0.0.1:8080/v1"
+        " (repeatable; several for one model give replicas)",
+    )
 
 
 def _source(args: argparse.Namespace) -> StandaloneSource:
@@ -67,8 +83,9 @@ def _source(args: argparse.Namespace) -> StandaloneSource:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmrouter", description=__doc__)
     parser.add_argument("--version", action="version", version=f"llmrouter {__version__}")
-    parser.add_argument("--log-level", default="INFO",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gateway configured from YAML files")
@@ -76,8 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=_port, default=8000)
     serve.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024)
-    serve.add_argument("--reload-interval", type=_positive, default=0.5, metavar="SECONDS",
-                       help="how often to look for changed files")
+    serve.add_argument(
+        "--reload-interval",
+        type=_positive,
+        default=0.5,
+        metavar="SECONDS",
+        help="how often to look for changed files",
+    )
     serve.add_argument("--access-log", action="store_true", help="log one line per request")
 
     check = sub.add_parser("compile", help="compile YAML files and print the GatewayConfig")
@@ -85,8 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     crds = sub.add_parser("crds", help="write the CustomResourceDefinitions")
     crds.add_argument("--out", type=Path, default=Path("crds"))
-    crds.add_argument("--check", action="store_true",
-                      help="exit 1 when the files differ from the models instead of writing")
+    crds.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 when the files differ from the models instead of writing",
+    )
 
     sub.add_parser("keygen", help="print a new API key and its sha256 for a keys file")
     return parser
@@ -94,8 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if args.command == "serve":
         return _serve(args)
     if args.command == "compile":
@@ -122,12 +148,21 @@ def _serve(args: argparse.Namespace) -> int:
     except CONFIG_ERRORS as exc:
         print(f"llmrouter: the configuration does not load:\n{exc}", file=sys.stderr)
         return 1
-    settings = GatewaySettings(host=args.host, port=args.port,
-                               max_body_bytes=args.max_body_bytes, access_log=args.access_log)
+    settings = GatewaySettings(
+        host=args.host,
+        port=args.port,
+        max_body_bytes=args.max_body_bytes,
+        access_log=args.access_log,
+    )
     app = create_app(settings, ConfigStore(config))
     app.cleanup_ctx.append(reloader(source, args.reload_interval))
-    logger.info("serving %d models for %d tenants on http://%s:%d",
-                len(config.models), len(config.tenants), settings.host, settings.port)
+    logger.info(
+        "serving %d models for %d tenants on http://%s:%d",
+        len(config.models),
+        len(config.tenants),
+        settings.host,
+        settings.port,
+    )
     web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None)
     return 0
 
@@ -138,8 +173,11 @@ def _compile(args: argparse.Namespace) -> int:
     except CONFIG_ERRORS as exc:
         print(f"llmrouter: the configuration does not load:\n{exc}", file=sys.stderr)
         return 1
-    sys.stdout.buffer.write(orjson.dumps(config.model_dump(mode="json"),
-                                         option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    sys.stdout.buffer.write(
+        orjson.dumps(
+            config.model_dump(mode="json"), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
+        )
+    )
     sys.stdout.write("\n")
     return 0
 

@@ -92,7 +92,7 @@ class StandaloneSource:
     def snapshot(self) -> tuple[Any, ...]:
         """Something that changes whenever a file that feeds the configuration changes."""
         files = [*manifest_files(self.paths), *([self.keys_file] if self.keys_file else [])]
-        state = []
+        state: list[tuple[str, int | None, int | None]] = []
         for path in files:
             try:
                 st = path.stat()
@@ -108,7 +108,8 @@ def _warn_unusable_keys(tenants: Sequence[Any], keys: Mapping[tuple[str, str], s
             if (tenant.tenant_id, key.name) not in keys:
                 logger.warning(
                     "%s: API key %r has no value in the keys file; it cannot be used",
-                    tenant.ref, key.name,
+                    tenant.ref,
+                    key.name,
                 )
 
 

@@ -161,9 +161,7 @@ def _check_fallbacks(
         for i, name in enumerate(md.spec.fallbacks):
             target = owners.get(name)
             if target is None:
-                problems.append(
-                    Problem(md.ref, f"spec.fallbacks[{i}]", f"unknown model {name!r}")
-                )
+                problems.append(Problem(md.ref, f"spec.fallbacks[{i}]", f"unknown model {name!r}"))
             elif target is md:
                 problems.append(
                     Problem(md.ref, f"spec.fallbacks[{i}]", "a model cannot fall back to itself")
@@ -174,9 +172,7 @@ def _check_fallbacks(
     cycle = _find_cycle(graph)
     if cycle:
         md = owners[cycle[0]]
-        problems.append(
-            Problem(md.ref, "spec.fallbacks", "fallback cycle: " + " → ".join(cycle))
-        )
+        problems.append(Problem(md.ref, "spec.fallbacks", "fallback cycle: " + " → ".join(cycle)))
 
 
 def _find_cycle(graph: Mapping[str, list[str]]) -> list[str] | None:
@@ -185,7 +181,7 @@ def _find_cycle(graph: Mapping[str, list[str]]) -> list[str] | None:
 
     def visit(node: str, path: list[str]) -> list[str] | None:
         if node in path:
-            return [*path[path.index(node):], node]
+            return [*path[path.index(node) :], node]
         if node in done:
             return None
         for nxt in graph.get(node, []):

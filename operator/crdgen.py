@@ -70,7 +70,8 @@ def structural_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The model's JSON schema made structural: refs inlined, nullables folded away."""
     raw = model.model_json_schema(by_alias=True, mode="validation")
     defs = raw.pop("$defs", {})
-    return _clean(raw, defs)
+    cleaned: dict[str, Any] = _clean(raw, defs)
+    return cleaned
 
 
 def _clean(node: Any, defs: dict[str, Any]) -> Any:

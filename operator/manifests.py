@@ -94,7 +94,9 @@ def _add_document(doc: Any, where: str, out: Manifests) -> list[str]:
         obj = model.model_validate(doc)
     except ValidationError as exc:
         name = (doc.get("metadata") or {}).get("name", "?")
-        return [f"{where}: {kind} {name}: {_field(err['loc'])}: {err['msg']}" for err in exc.errors()]
+        return [
+            f"{where}: {kind} {name}: {_field(err['loc'])}: {err['msg']}" for err in exc.errors()
+        ]
     if isinstance(obj, Tenant):
         out.tenants.append(obj)
     else:

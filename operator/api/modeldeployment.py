@@ -25,12 +25,19 @@ class PVCSource(SpecModel):
     path: Annotated[str, Field(min_length=1, description="Path of the .gguf file in the volume.")]
 
 
-class ModelSource(SpecModel, json_schema_extra=schema_extra(**{
-    "x-kubernetes-validations": [{
-        "rule": "has(self.url) != has(self.pvc)",
-        "message": "model needs exactly one of url or pvc",
-    }],
-})):
+class ModelSource(
+    SpecModel,
+    json_schema_extra=schema_extra(
+        **{
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.url) != has(self.pvc)",
+                    "message": "model needs exactly one of url or pvc",
+                }
+            ],
+        }
+    ),
+):
     """Where llama-server finds its GGUF file: downloaded from a URL, or on a PVC."""
 
     url: Annotated[str | None, Field(pattern=URL_PATTERN)] = None
@@ -93,12 +100,19 @@ class Timeouts(SpecModel):
     total: Duration = "300s"
 
 
-class ModelDeploymentSpec(SpecModel, json_schema_extra=schema_extra(**{
-    "x-kubernetes-validations": [{
-        "rule": "has(self.llamacpp) != has(self.external)",
-        "message": "a ModelDeployment needs exactly one of llamacpp or external",
-    }],
-})):
+class ModelDeploymentSpec(
+    SpecModel,
+    json_schema_extra=schema_extra(
+        **{
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.llamacpp) != has(self.external)",
+                    "message": "a ModelDeployment needs exactly one of llamacpp or external",
+                }
+            ],
+        }
+    ),
+):
     served_name: ModelName | None = Field(
         None, description="The name clients send as `model`; defaults to metadata.name."
     )

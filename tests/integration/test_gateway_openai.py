@@ -38,8 +38,12 @@ async def test_chat_non_stream_relays_answer_and_records_usage(
     assert raw.headers["x-llmrouter-model"] == "local"
     assert upstream.seen[-1].path == "/v1/chat/completions"
     text = await metrics_text(gateway_url)
-    assert 'llmrouter_tokens_total{direction="input",model="local",tenant="default/acme"} 7.0' in text
-    assert 'llmrouter_tokens_total{direction="output",model="local",tenant="default/acme"} 5.0' in text
+    assert (
+        'llmrouter_tokens_total{direction="input",model="local",tenant="default/acme"} 7.0' in text
+    )
+    assert (
+        'llmrouter_tokens_total{direction="output",model="local",tenant="default/acme"} 5.0' in text
+    )
     # 7 input tokens at $2/M and 5 output at $4/M
     assert 'llmrouter_cost_usd_total{model="local",tenant="default/acme"} 3.4e-05' in text
 
@@ -63,13 +67,17 @@ async def test_stream_chunks_arrive_before_the_stream_ends(
     # The gateway asked upstream for usage anyway, and accounted for it.
     assert upstream.seen[-1].body["stream_options"] == {"include_usage": True}
     text = await metrics_text(gateway_url)
-    assert 'llmrouter_tokens_total{direction="output",model="local",tenant="default/acme"} 4.0' in text
-    assert "llmrouter_time_to_first_token_seconds_count{model=\"local\"} 1.0" in text
+    assert (
+        'llmrouter_tokens_total{direction="output",model="local",tenant="default/acme"} 4.0' in text
+    )
+    assert 'llmrouter_time_to_first_token_seconds_count{model="local"} 1.0' in text
 
 
 async def test_stream_with_include_usage_gives_the_client_usage(gateway_url: str) -> None:
     stream = await client(gateway_url).chat.completions.create(
-        model="local", messages=[{"role": "user", "content": "hi"}], stream=True,
+        model="local",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
         stream_options={"include_usage": True},
     )
     usages = [chunk.usage async for chunk in stream if chunk.usage]
@@ -84,8 +92,10 @@ async def test_completions_and_embeddings(gateway_url: str) -> None:
     emb = await c.embeddings.create(model="local", input=["a", "b"])
     assert [len(d.embedding) for d in emb.data] == [3, 3]
     text = await metrics_text(gateway_url)
-    assert ('llmrouter_requests_total{code="200",endpoint="embeddings",model="local",'
-            'tenant="default/acme"} 1.0') in text
+    assert (
+        'llmrouter_requests_total{code="200",endpoint="embeddings",model="local",'
+        'tenant="default/acme"} 1.0'
+    ) in text
 
 
 async def test_external_model_gets_its_name_and_the_provider_credential(
@@ -118,17 +128,19 @@ async def test_bad_key_is_401(gateway_url: str) -> None:
 async def test_missing_or_malformed_credentials_are_401(
     gateway_url: str, headers: dict[str, str], code: str
 ) -> None:
-    async with aiohttp.ClientSession() as http, http.get(
-        f"{gateway_url}/v1/models", headers=headers
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{gateway_url}/v1/models", headers=headers) as resp,
+    ):
         assert resp.status == 401
         assert (await resp.json())["error"]["code"] == code
 
 
 async def test_x_api_key_header_is_accepted(gateway_url: str) -> None:
-    async with aiohttp.ClientSession() as http, http.get(
-        f"{gateway_url}/v1/models", headers={"x-api-key": DEV_KEY}
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{gateway_url}/v1/models", headers={"x-api-key": DEV_KEY}) as resp,
+    ):
         assert resp.status == 200
 
 
@@ -136,7 +148,9 @@ async def test_role_without_invoke_permission_is_403(gateway_url: str) -> None:
     reader = client(gateway_url, ANALYST_KEY)
     assert (await reader.models.list()).data  # analysts may list
     with pytest.raises(openai.PermissionDeniedError) as err:
-        await reader.chat.completions.create(model="chat", messages=[{"role": "user", "content": "x"}])
+        await reader.chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": "x"}]
+        )
     assert "models:invoke" in err.value.message
 
 
@@ -164,9 +178,10 @@ async def test_body_over_the_limit_is_413(gateway_url: str, upstream: FakeUpstre
 
 
 async def raw_post(url: str, data: bytes, key: str = DEV_KEY) -> tuple[int, dict[str, object]]:
-    async with aiohttp.ClientSession() as http, http.post(
-        url, data=data, headers={"Authorization": f"Bearer {key}"}
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(url, data=data, headers={"Authorization": f"Bearer {key}"}) as resp,
+    ):
         return resp.status, await resp.json()
 
 

@@ -65,7 +65,8 @@ class FakeUpstream:
             headers = {"Retry-After": b.retry_after} if b.retry_after else None
             return body, web.json_response(
                 {"error": {"message": f"injected failure {b.status}", "type": "server_error"}},
-                status=b.status, headers=headers,
+                status=b.status,
+                headers=headers,
             )
         return body, None
 
@@ -75,13 +76,22 @@ class FakeUpstream:
             return failure
         if body.get("stream"):
             return await self._stream(request, body, chat=True)
-        return web.json_response({
-            "id": "chatcmpl-fake", "object": "chat.completion", "created": 1,
-            "model": body["model"],
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": "hello from upstream"}}],
-            "usage": {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12},
-        })
+        return web.json_response(
+            {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "created": 1,
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": "hello from upstream"},
+                    }
+                ],
+                "usage": {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12},
+            }
+        )
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         body, failure = await self._begin(request)
@@ -89,26 +99,39 @@ class FakeUpstream:
             return failure
         if body.get("stream"):
             return await self._stream(request, body, chat=False)
-        return web.json_response({
-            "id": "cmpl-fake", "object": "text_completion", "created": 1, "model": body["model"],
-            "choices": [{"index": 0, "text": "once upon", "finish_reason": "length",
-                         "logprobs": None}],
-            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
-        })
+        return web.json_response(
+            {
+                "id": "cmpl-fake",
+                "object": "text_completion",
+                "created": 1,
+                "model": body["model"],
+                "choices": [
+                    {"index": 0, "text": "once upon", "finish_reason": "length", "logprobs": None}
+                ],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+            }
+        )
 
     async def _embeddings(self, request: web.Request) -> web.StreamResponse:
         body, failure = await self._begin(request)
         if failure:
             return failure
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
-        return web.json_response({
-            "object": "list", "model": body["model"],
-            "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]}
-                     for i in range(len(inputs))],
-            "usage": {"prompt_tokens": 4 * len(inputs), "total_tokens": 4 * len(inputs)},
-        })
+        return web.json_response(
+            {
+                "object": "list",
+                "model": body["model"],
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]}
+                    for i in range(len(inputs))
+                ],
+                "usage": {"prompt_tokens": 4 * len(inputs), "total_tokens": 4 * len(inputs)},
+            }
+        )
 
-    async def _stream(self, request: web.Request, body: dict[str, Any], chat: bool) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, body: dict[str, Any], chat: bool
+    ) -> web.StreamResponse:
         b = self.behaviour
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
@@ -120,20 +143,36 @@ class FakeUpstream:
             if b.chunk_delay_s:
                 await asyncio.sleep(b.chunk_delay_s)
             if chat:
-                choice: dict[str, Any] = {"index": 0, "delta": {"content": f"tok{i} "},
-                                          "finish_reason": None}
+                choice: dict[str, Any] = {
+                    "index": 0,
+                    "delta": {"content": f"tok{i} "},
+                    "finish_reason": None,
+                }
                 obj = "chat.completion.chunk"
             else:
                 choice = {"index": 0, "text": f"tok{i} ", "finish_reason": None}
                 obj = "text_completion"
-            chunk = {"id": "fake", "object": obj, "created": 1, "model": body["model"],
-                     "choices": [choice]}
+            chunk = {
+                "id": "fake",
+                "object": obj,
+                "created": 1,
+                "model": body["model"],
+                "choices": [choice],
+            }
             await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
         if (body.get("stream_options") or {}).get("include_usage"):
-            usage = {"id": "fake", "object": "chat.completion.chunk", "created": 1,
-                     "model": body["model"], "choices": [],
-                     "usage": {"prompt_tokens": 7, "completion_tokens": b.chunks,
-                               "total_tokens": 7 + b.chunks}}
+            usage = {
+                "id": "fake",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": body["model"],
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": 7,
+                    "completion_tokens": b.chunks,
+                    "total_tokens": 7 + b.chunks,
+                },
+            }
             await resp.write(f"data: {json.dumps(usage)}\n\n".encode())
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
@@ -162,7 +201,7 @@ class UpstreamThread:
         await site.start()
         server = site._server
         assert server is not None
-        return int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        return int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
 
     def stop(self) -> None:
         if self._runner is not None:

@@ -1,0 +1,100 @@
+"""Gateway policy functions, tested without a server."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from llmrouter.gateway.auth import authenticate
+from llmrouter.gateway.config import (
+    ApiKeyEntry,
+    GatewayConfig,
+    ModelRoute,
+    Pricing,
+    TenantPolicy,
+    Timeouts,
+    Upstream,
+    hash_api_key,
+)
+from llmrouter.gateway.errors import (
+    AuthenticationFailed,
+    InvalidRequest,
+    ModelNotFound,
+    PermissionDenied,
+)
+from llmrouter.gateway.openai_request import Endpoint, parse_request, resolve_model, upstream_body
+from llmrouter.gateway.roles import MODELS_INVOKE
+from llmrouter.gateway.usage import Usage
+
+TIMEOUTS = Timeouts(connect_s=1, first_token_s=1, total_s=1)
+CONFIG = GatewayConfig(
+    models={
+        "a": ModelRoute(
+            name="a",
+            source="x",
+            engine="external",
+            aliases=("fast",),
+            upstreams=(Upstream(base_url="http://u", model="provider-a"),),
+            timeouts=TIMEOUTS,
+        ),
+        "b": ModelRoute(
+            name="b",
+            source="y",
+            engine="llamacpp",
+            upstreams=(Upstream(base_url="http://v"),),
+            timeouts=TIMEOUTS,
+        ),
+    },
+    aliases={"fast": "a"},
+    tenants={"ns/t": TenantPolicy(id="ns/t", display_name="T", models=frozenset({"a"}))},
+    api_keys={
+        hash_api_key("key-of-analyst-0001"): ApiKeyEntry(tenant="ns/t", name="k", role="analyst")
+    },
+)
+
+
+def test_authenticate_finds_the_key_by_hash() -> None:
+    identity = authenticate({"Authorization": "Bearer key-of-analyst-0001"}, CONFIG)
+    assert (identity.tenant.id, identity.key_name, identity.role) == ("ns/t", "k", "analyst")
+    with pytest.raises(PermissionDenied):
+        identity.require(MODELS_INVOKE)
+    with pytest.raises(AuthenticationFailed):
+        authenticate({"x-api-key": "key-of-analyst-0002"}, CONFIG)
+    with pytest.raises(AuthenticationFailed):
+        authenticate({"x-api-key": "k" * 10_000}, CONFIG)
+
+
+def test_resolve_through_alias_and_hide_other_models() -> None:
+    tenant = CONFIG.tenants["ns/t"]
+    assert resolve_model(CONFIG, tenant, "fast").name == "a"
+    with pytest.raises(ModelNotFound):
+        resolve_model(CONFIG, tenant, "b")
+
+
+def test_body_is_forwarded_untouched_unless_something_must_change() -> None:
+    raw = b'{"model": "b", "messages": [{"role": "user", "content": "hi"}]}'
+    req = parse_request(Endpoint.CHAT, raw)
+    assert upstream_body(req, CONFIG.models["b"].upstreams[0]) is raw
+    renamed = upstream_body(req, CONFIG.models["a"].upstreams[0])
+    assert b'"model":"provider-a"' in renamed
+
+
+def test_stream_asks_upstream_for_usage_keeping_client_options() -> None:
+    raw = b'{"model": "b", "prompt": "x", "stream": true, "stream_options": {"foo": 1}}'
+    req = parse_request(Endpoint.COMPLETIONS, raw)
+    assert req.stream and not req.wants_usage
+    body = upstream_body(req, CONFIG.models["b"].upstreams[0])
+    assert b'"stream_options":{"foo":1,"include_usage":true}' in body
+
+
+def test_embeddings_cannot_stream() -> None:
+    with pytest.raises(InvalidRequest, match="does not stream"):
+        parse_request(Endpoint.EMBEDDINGS, b'{"model": "b", "input": "x", "stream": true}')
+
+
+def test_cost_is_exact_decimal() -> None:
+    pricing = Pricing(input_per_million_usd=Decimal("0.15"), output_per_million_usd=Decimal("0.60"))
+    assert Usage(1000, 333).cost(pricing) == Decimal("0.0003498")
+    assert Usage.from_openai({"prompt_tokens": "7"}) is None
+    assert Usage.from_openai({"prompt_tokens": 7}) == Usage(7, 0)
