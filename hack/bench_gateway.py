@@ -1,0 +1,196 @@
+"""Gateway overhead on this machine: added latency and requests/s in front of a canned
+OpenAI-compatible upstream. A benchmark, not a test: run it on a quiet machine.
+
+    .venv/bin/python hack/bench_gateway.py [--requests 2000] [--seconds 10] [--concurrency 16]
+
+The upstream, the gateway and this client are separate processes; on a 2-core machine the
+client competes with the gateway for CPU, so requests/s is a floor, not a ceiling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+KEY = "llmr_bench_key_000000000000000000"
+CANNED = (
+    b'{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,'
+    b'"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],'
+    b'"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}'
+)
+RESOURCES = """
+apiVersion: llmrouter.io/v1alpha1
+kind: ModelDeployment
+metadata: {name: bench}
+spec:
+  llamacpp: {model: {url: "https://example.invalid/m.gguf"}}
+  pricing: {inputPerMillion: "1", outputPerMillion: "2"}
+---
+apiVersion: llmrouter.io/v1alpha1
+kind: Tenant
+metadata: {name: bench}
+spec:
+  models: [bench]
+  apiKeys: [{name: k, role: developer}]
+"""
+BODY = b'{"model":"bench","messages":[{"role":"user","content":"hello"}],"max_tokens":1}'
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_upstream(port: int) -> None:
+    async def chat(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=CANNED, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+async def wait_ready(url: str) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(200):
+            try:
+                async with http.get(url) as resp:
+                    if resp.status < 500:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up")
+
+
+async def sequential(http: aiohttp.ClientSession, url: str, n: int) -> list[float]:
+    latencies = []
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    for _ in range(n):
+        started = time.perf_counter()
+        async with http.post(url, data=BODY, headers=headers) as resp:
+            await resp.read()
+            assert resp.status == 200, resp.status
+        latencies.append(time.perf_counter() - started)
+    return latencies
+
+
+async def closed_loop(url: str, seconds: float, concurrency: int) -> tuple[int, int]:
+    done = errors = 0
+    deadline = time.perf_counter() + seconds
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as http:
+
+        async def worker() -> None:
+            nonlocal done, errors
+            while time.perf_counter() < deadline:
+                async with http.post(url, data=BODY, headers=headers) as resp:
+                    await resp.read()
+                    if resp.status == 200:
+                        done += 1
+                    else:
+                        errors += 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return done, errors
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=1000)[int(q * 10) - 1] * 1000
+
+
+async def measure(args: argparse.Namespace, upstream: str, gateway: str) -> None:
+    async with aiohttp.ClientSession() as http:
+        await sequential(http, upstream, 200)
+        await sequential(http, gateway, 200)
+        direct = await sequential(http, upstream, args.requests)
+        via = await sequential(http, gateway, args.requests)
+    rps_direct, _ = await closed_loop(upstream, args.seconds, args.concurrency)
+    rps_gateway, errors = await closed_loop(gateway, args.seconds, args.concurrency)
+    print(
+        f"\n{args.requests} sequential requests, then {args.seconds:g} s closed loop at "
+        f"concurrency {args.concurrency}; {os.cpu_count()} CPUs\n"
+    )
+    print("| path | p50 ms | p90 ms | p99 ms | requests/s |")
+    print("|---|---|---|---|---|")
+    for name, lat, done in (
+        ("upstream direct", direct, rps_direct),
+        ("through llmrouter", via, rps_gateway),
+    ):
+        print(
+            f"| {name} | {pct(lat, 50):.3f} | {pct(lat, 90):.3f} | {pct(lat, 99):.3f} | "
+            f"{done / args.seconds:.0f} |"
+        )
+    print(
+        f"\nadded latency: p50 {pct(via, 50) - pct(direct, 50):.3f} ms, "
+        f"p99 {pct(via, 99) - pct(direct, 99):.3f} ms; gateway errors: {errors}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--upstream-port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.upstream_port:
+        run_upstream(args.upstream_port)
+        return
+    up_port, gw_port = free_port(), free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "resources.yaml").write_text(RESOURCES)
+        Path(tmp, "keys.yaml").write_text(f"bench:\n  k: {KEY}\n")
+        procs = [
+            subprocess.Popen([sys.executable, __file__, "--upstream-port", str(up_port)]),
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "llmrouter",
+                    "--log-level",
+                    "WARNING",
+                    "serve",
+                    "-f",
+                    f"{tmp}/resources.yaml",
+                    "--keys-file",
+                    f"{tmp}/keys.yaml",
+                    "--endpoint",
+                    f"bench=http://127.0.0.1:{up_port}/v1",
+                    "--port",
+                    str(gw_port),
+                ]
+            ),
+        ]
+        try:
+            asyncio.run(wait_ready(f"http://127.0.0.1:{up_port}/health"))
+            asyncio.run(wait_ready(f"http://127.0.0.1:{gw_port}/readyz"))
+            asyncio.run(
+                measure(
+                    args,
+                    f"http://127.0.0.1:{up_port}/v1/chat/completions",
+                    f"http://127.0.0.1:{gw_port}/v1/chat/completions",
+                )
+            )
+        finally:
+            for proc in procs:
+                proc.terminate()
+                proc.wait()
+
+
+if __name__ == "__main__":
+    main()
