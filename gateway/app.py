@@ -8,19 +8,27 @@ import aiohttp
 from aiohttp import web
 
 from llmrouter.gateway import middleware
+from llmrouter.gateway.admin import admin_routes
+from llmrouter.gateway.budget import BudgetMonitor
 from llmrouter.gateway.credentials import CredentialSource, EnvCredentials
 from llmrouter.gateway.handlers import routes
 from llmrouter.gateway.keys import (
+    BUDGETS,
     CREDENTIALS,
     HTTP_SESSION,
     LEDGER,
     METRICS,
     SETTINGS,
+    STATE,
     STORE,
     UPSTREAM,
 )
 from llmrouter.gateway.metrics import GatewayMetrics
 from llmrouter.gateway.settings import GatewaySettings
+from llmrouter.gateway.state import StateStore
+from llmrouter.gateway.state.memory import MemoryStore
+from llmrouter.gateway.state.redis import RedisStore
+from llmrouter.gateway.state.resilient import ResilientStore
 from llmrouter.gateway.store import ConfigStore
 from llmrouter.gateway.upstream import UpstreamClient
 from llmrouter.gateway.usage import UsageLedger
@@ -30,7 +38,9 @@ def create_app(
     settings: GatewaySettings,
     store: ConfigStore,
     credentials: CredentialSource | None = None,
+    state: StateStore | None = None,
 ) -> web.Application:
+    """The gateway. ``state`` overrides the store ``settings.state_url`` would open."""
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[middleware.errors, middleware.authentication],
@@ -40,9 +50,33 @@ def create_app(
     app[METRICS] = GatewayMetrics()
     app[LEDGER] = UsageLedger()
     app[CREDENTIALS] = credentials or EnvCredentials()
+    app[STATE] = state or open_state(settings)
+    app[BUDGETS] = BudgetMonitor(app[METRICS])
+    _report_state(app)
     app.add_routes(routes)
+    app.add_routes(admin_routes)
     app.cleanup_ctx.append(_upstream_session)
+    app.on_cleanup.append(_close_state)
     return app
+
+
+def open_state(settings: GatewaySettings) -> StateStore:
+    if settings.state_url is None:
+        return MemoryStore()
+    return ResilientStore(RedisStore(settings.state_url), settings.redis_failure_policy)
+
+
+def _report_state(app: web.Application) -> None:
+    state, metrics = app[STATE], app[METRICS]
+    if isinstance(state, ResilientStore):
+        metrics.state_available.set_function(lambda: float(state.available))
+        metrics.state_pending.set_function(lambda: float(state.pending))
+    else:
+        metrics.state_available.set(1)
+
+
+async def _close_state(app: web.Application) -> None:
+    await app[STATE].close()
 
 
 async def _upstream_session(app: web.Application) -> AsyncIterator[None]:

@@ -5,18 +5,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from llmrouter.gateway.config import GatewayConfig, TenantPolicy, hash_api_key
+from llmrouter.gateway.config import GatewayConfig, Limits, TenantPolicy, hash_api_key
 from llmrouter.gateway.errors import AuthenticationFailed, PermissionDenied
 from llmrouter.gateway.roles import allows
 
 MAX_KEY_LENGTH = 512
+NO_LIMITS = Limits()
 
 
 @dataclass(frozen=True, slots=True)
 class Identity:
     tenant: TenantPolicy
     key_name: str
+    """The API key's name, or ``oidc`` for a user with a token."""
     role: str
+    user: str
+    """Who usage is charged to within the tenant: ``key:<name>`` or ``user:<subject>``."""
+    key_limits: Limits | None = None
 
     def require(self, permission: str) -> None:
         if not allows(self.role, permission):
@@ -56,4 +61,10 @@ def authenticate(headers: Mapping[str, str], config: GatewayConfig) -> Identity:
     tenant = config.tenants.get(entry.tenant)
     if tenant is None:
         raise AuthenticationFailed("invalid API key")
-    return Identity(tenant=tenant, key_name=entry.name, role=entry.role)
+    return Identity(
+        tenant=tenant,
+        key_name=entry.name,
+        role=entry.role,
+        user=f"key:{entry.name}",
+        key_limits=entry.limits if entry.limits != NO_LIMITS else None,
+    )

@@ -63,10 +63,38 @@ class ModelRoute(_Frozen):
     timeouts: Timeouts
 
 
+class Limits(_Frozen):
+    """Admission limits; None means no limit."""
+
+    requests_per_minute: int | None = None
+    requests_per_day: int | None = None
+    tokens_per_minute: int | None = None
+    tokens_per_month: int | None = None
+    max_concurrent: int | None = None
+
+
+class Budget(_Frozen):
+    monthly_usd: Decimal
+    warn_at_percent: int = 80
+    block: bool = True
+
+
+class OIDCProvider(_Frozen):
+    issuer: str
+    audience: str
+    jwks_url: str | None = None
+    groups_claim: str = "groups"
+    user_claim: str = "sub"
+    roles: dict[str, Role] = Field(default_factory=dict)
+
+
 class TenantPolicy(_Frozen):
     id: str
     display_name: str
     models: frozenset[str] = Field(description="Canonical model names this tenant may call.")
+    limits: Limits = Limits()
+    budget: Budget | None = None
+    oidc: OIDCProvider | None = None
     department: str | None = None
     project: str | None = None
 
@@ -79,6 +107,7 @@ class ApiKeyEntry(_Frozen):
     tenant: str
     name: str
     role: Role
+    limits: Limits = Limits()
 
 
 class GatewayConfig(_Frozen):

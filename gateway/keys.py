@@ -6,10 +6,12 @@ import aiohttp
 from aiohttp import web
 
 from llmrouter.gateway.auth import Identity
+from llmrouter.gateway.budget import BudgetMonitor
 from llmrouter.gateway.config import GatewayConfig
 from llmrouter.gateway.credentials import CredentialSource
 from llmrouter.gateway.metrics import GatewayMetrics
 from llmrouter.gateway.settings import GatewaySettings
+from llmrouter.gateway.state import StateStore
 from llmrouter.gateway.store import ConfigStore
 from llmrouter.gateway.upstream import UpstreamClient
 from llmrouter.gateway.usage import UsageLedger
@@ -21,6 +23,8 @@ LEDGER = web.AppKey("ledger", UsageLedger)
 CREDENTIALS = web.AppKey("credentials", CredentialSource)
 HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
 UPSTREAM = web.AppKey("upstream", UpstreamClient)
+STATE = web.AppKey("state", StateStore)
+BUDGETS = web.AppKey("budgets", BudgetMonitor)
 
 # Per request, set by the middlewares.
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -54,6 +54,40 @@ class GatewayMetrics:
             ["result"],
             registry=self.registry,
         )
+        self.budget_spend = Gauge(
+            "llmrouter_budget_spend_usd",
+            "Spend this month as last seen by this replica, for tenants with a budget.",
+            ["tenant"],
+            registry=self.registry,
+        )
+        self.budget_limit = Gauge(
+            "llmrouter_budget_limit_usd",
+            "Monthly budget, for tenants with a budget.",
+            ["tenant"],
+            registry=self.registry,
+        )
+        self.budget_events = Counter(
+            "llmrouter_budget_events",
+            "Budget thresholds crossed (warning, exceeded).",
+            ["tenant", "level"],
+            registry=self.registry,
+        )
+        self.refusals = Counter(
+            "llmrouter_admission_refusals",
+            "Requests refused by a limit or the budget.",
+            ["tenant", "limit"],
+            registry=self.registry,
+        )
+        self.state_available = Gauge(
+            "llmrouter_state_available",
+            "1 while the shared state (Redis) answers, 0 during an outage.",
+            registry=self.registry,
+        )
+        self.state_pending = Gauge(
+            "llmrouter_state_pending_settlements",
+            "Finished requests whose usage waits for the shared state to come back.",
+            registry=self.registry,
+        )
         self.config_info = Gauge(
             "llmrouter_config_models",
             "Models in the configuration in force.",

@@ -12,15 +12,18 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from llmrouter.gateway.admission import estimate_tokens, plan_admission, refusal_error
 from llmrouter.gateway.config import ModelRoute
-from llmrouter.gateway.errors import GatewayError, UpstreamFailed, UpstreamTimeout
+from llmrouter.gateway.errors import GatewayError, NotReady, UpstreamFailed, UpstreamTimeout
 from llmrouter.gateway.keys import (
+    BUDGETS,
     CONFIG,
     IDENTITY,
     LEDGER,
     METRICS,
     REQUEST_ID,
     SETTINGS,
+    STATE,
     UPSTREAM,
 )
 from llmrouter.gateway.openai_request import (
@@ -30,7 +33,9 @@ from llmrouter.gateway.openai_request import (
     resolve_model,
     upstream_body,
 )
+from llmrouter.gateway.periods import day_id, month_id
 from llmrouter.gateway.roles import MODELS_INVOKE
+from llmrouter.gateway.state import Plan, Settlement, StateUnavailable, to_nano
 from llmrouter.gateway.usage import RequestRecord, Usage
 
 logger = logging.getLogger(__name__)
@@ -51,6 +56,7 @@ async def handle_model_request(request: web.Request, endpoint: Endpoint) -> web.
     identity.require(MODELS_INVOKE)
     req = parse_request(endpoint, await request.read())
     route = resolve_model(request[CONFIG], identity.tenant, req.model)
+    plan = await _admit(request, req)
     outcome = Outcome()
     try:
         if req.stream:
@@ -66,7 +72,26 @@ async def handle_model_request(request: web.Request, endpoint: Endpoint) -> web.
         outcome.status = 500
         raise
     finally:
-        _account(request, req, route, outcome, time.perf_counter() - started)
+        await _account(request, req, route, plan, outcome, time.perf_counter() - started)
+
+
+async def _admit(request: web.Request, req: ModelRequest) -> Plan:
+    identity = request[IDENTITY]
+    now = request.app[SETTINGS].clock()
+    max_tokens = req.body.get("max_tokens", req.body.get("max_completion_tokens"))
+    plan = plan_admission(identity, estimate_tokens(len(req.raw), max_tokens), now)
+    try:
+        refusal = await request.app[STATE].admit(plan, request[REQUEST_ID], now)
+    except StateUnavailable as exc:
+        raise NotReady(
+            "limits cannot be checked: shared state unavailable",
+            code="state_unavailable",
+            headers={"Retry-After": "1"},
+        ) from exc
+    if refusal is not None:
+        request.app[METRICS].refusals.labels(identity.tenant.id, refusal.name).inc()
+        raise refusal_error(refusal)
+    return plan
 
 
 def _headers(request: web.Request, route: ModelRoute) -> dict[str, str]:
@@ -209,15 +234,34 @@ def _take_usage(event: bytes, outcome: Outcome) -> bool:
     return not chunk.get("choices")
 
 
-def _account(
+async def _account(
     request: web.Request,
     req: ModelRequest,
     route: ModelRoute,
+    plan: Plan,
     outcome: Outcome,
     duration_s: float,
 ) -> None:
+    app = request.app
     identity = request[IDENTITY]
     usage = outcome.usage or Usage()
+    cost = usage.cost(route.pricing)
+    now = app[SETTINGS].clock()
+    state = app[STATE]
+    await state.release(plan, request[REQUEST_ID])
+    settlement = Settlement(
+        at=now,
+        tenant=identity.tenant.id,
+        day=day_id(now),
+        month=month_id(now),
+        model=route.name,
+        user=identity.user,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cost_nano=to_nano(cost),
+    )
+    spend = await state.settle(plan, settlement)
+    app[BUDGETS].observe(identity.tenant, settlement.month, spend)
     record = RequestRecord(
         request_id=request[REQUEST_ID],
         tenant=identity.tenant.id,
@@ -226,20 +270,20 @@ def _account(
         endpoint=req.endpoint.label,
         status=outcome.status,
         usage=usage,
-        cost_usd=usage.cost(route.pricing),
+        cost_usd=cost,
         duration_s=duration_s,
         ttft_s=outcome.ttft_s,
         stream=req.stream,
     )
-    request.app[METRICS].observe(record)
-    request.app[LEDGER].record(record)
-    if request.app[SETTINGS].access_log:
+    app[METRICS].observe(record)
+    app[LEDGER].record(record)
+    if app[SETTINGS].access_log:
         logger.info(
-            "request %s tenant=%s key=%s model=%s endpoint=%s status=%d in=%d out=%d "
+            "request %s tenant=%s user=%s model=%s endpoint=%s status=%d in=%d out=%d "
             "cost=%s duration=%.3fs",
             record.request_id,
             record.tenant,
-            record.key_name,
+            identity.user,
             record.model,
             record.endpoint,
             record.status,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -18,3 +21,13 @@ class GatewaySettings:
 
     access_log: bool = False
     """Log one line per request (off by default: it costs time on every request)."""
+
+    state_url: str | None = None
+    """``redis://host:port/db`` to share limits, usage and spend between replicas and
+    keep them across restarts; None keeps them in this process's memory."""
+
+    redis_failure_policy: Literal["fail-open", "fail-closed"] = "fail-open"
+    """What happens while Redis is unreachable (see llmrouter.gateway.state.resilient)."""
+
+    clock: Callable[[], float] = time.time
+    """Wall-clock seconds; tests replace it to cross minutes, days and months."""

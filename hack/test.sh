@@ -2,6 +2,7 @@
 # The whole test suite: lint, types, then every test. Installs what it needs first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+hack/system-deps.sh
 PYTHON=$(hack/venv.sh)
 export PYTHON
 echo "== ruff"

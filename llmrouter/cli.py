@@ -35,6 +35,12 @@ def _port(text: str) -> int:
     return port
 
 
+def _state_url(text: str) -> str:
+    if not text.startswith(("redis://", "rediss://", "unix://")):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected redis://HOST:PORT/DB")
+    return text
+
+
 def _positive(text: str) -> float:
     try:
         value = float(text)
@@ -101,6 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="how often to look for changed files",
     )
     serve.add_argument("--access-log", action="store_true", help="log one line per request")
+    serve.add_argument(
+        "--state",
+        type=_state_url,
+        default=None,
+        metavar="redis://HOST:PORT/DB",
+        help="share limits, usage and spend through Redis (default: in memory)",
+    )
+    serve.add_argument(
+        "--redis-failure-policy",
+        choices=["fail-open", "fail-closed"],
+        default="fail-open",
+        help="while Redis is unreachable: admit with a local limiter, or refuse",
+    )
 
     check = sub.add_parser("compile", help="compile YAML files and print the GatewayConfig")
     _config_args(check)
@@ -153,6 +172,8 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         max_body_bytes=args.max_body_bytes,
         access_log=args.access_log,
+        state_url=args.state,
+        redis_failure_policy=args.redis_failure_policy,
     )
     app = create_app(settings, ConfigStore(config))
     app.cleanup_ctx.append(reloader(source, args.reload_interval))

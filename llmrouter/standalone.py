@@ -21,6 +21,7 @@ from aiohttp import web
 
 from llmrouter.gateway.config import GatewayConfig, hash_api_key
 from llmrouter.gateway.keys import METRICS, STORE
+from llmrouter.operator import yamlutil
 from llmrouter.operator.compile import CompileError, Resources, compile_config
 from llmrouter.operator.manifests import ManifestError, load_manifests, manifest_files
 
@@ -43,7 +44,7 @@ def load_keys_file(path: Path) -> dict[tuple[str, str], str]:
     A tenant is named ``namespace/name``, or just ``name`` for the ``default`` namespace.
     """
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yamlutil.load(path.read_text())
     except OSError as exc:
         raise KeysFileError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:

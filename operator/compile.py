@@ -12,9 +12,12 @@ from decimal import Decimal
 
 from llmrouter.gateway.config import (
     ApiKeyEntry,
+    Budget,
     CredentialRef,
     GatewayConfig,
+    Limits,
     ModelRoute,
+    OIDCProvider,
     Pricing,
     TenantPolicy,
     Timeouts,
@@ -22,6 +25,7 @@ from llmrouter.gateway.config import (
 )
 from llmrouter.operator.api.common import parse_duration
 from llmrouter.operator.api.modeldeployment import ModelDeployment
+from llmrouter.operator.api.tenant import Limits as LimitsSpec
 from llmrouter.operator.api.tenant import Tenant
 
 LLAMACPP_PORT = 8080
@@ -211,13 +215,38 @@ def _tenant_policy(
             problems.append(Problem(tenant.ref, f"spec.models[{i}]", f"unknown model {name!r}"))
         else:
             allowed.add(md.served_name)
+    spec = tenant.spec
+    budget = spec.budget
+    oidc = spec.auth.oidc
     return TenantPolicy(
         id=tenant.tenant_id,
-        display_name=tenant.spec.display_name or tenant.metadata.name,
+        display_name=spec.display_name or tenant.metadata.name,
         models=frozenset(allowed),
+        limits=_limits(spec.limits),
+        budget=Budget(
+            monthly_usd=Decimal(budget.monthly_usd),
+            warn_at_percent=budget.warn_at_percent,
+            block=budget.on_exceeded == "Block",
+        )
+        if budget
+        else None,
+        oidc=OIDCProvider(
+            issuer=oidc.issuer.rstrip("/"),
+            audience=oidc.audience,
+            jwks_url=oidc.jwks_url,
+            groups_claim=oidc.groups_claim,
+            user_claim=oidc.user_claim,
+            roles=dict(sorted(oidc.roles.items())),
+        )
+        if oidc
+        else None,
         department=tenant.spec.cost_center.department,
         project=tenant.spec.cost_center.project,
     )
+
+
+def _limits(spec: LimitsSpec) -> Limits:
+    return Limits.model_validate(spec.model_dump())
 
 
 def _api_keys(resources: Resources, problems: list[Problem]) -> dict[str, ApiKeyEntry]:
@@ -237,5 +266,10 @@ def _api_keys(resources: Resources, problems: list[Problem]) -> dict[str, ApiKey
                     )
                 )
                 continue
-            entries[digest] = ApiKeyEntry(tenant=tenant.tenant_id, name=key.name, role=key.role)
+            entries[digest] = ApiKeyEntry(
+                tenant=tenant.tenant_id,
+                name=key.name,
+                role=key.role,
+                limits=_limits(key.limits) if key.limits else Limits(),
+            )
     return dict(sorted(entries.items()))

@@ -59,6 +59,9 @@ KINDS = [
         printer_columns=[
             {"name": "Display", "type": "string", "jsonPath": ".spec.displayName"},
             {"name": "Models", "type": "string", "jsonPath": ".spec.models"},
+            {"name": "RPM", "type": "integer", "jsonPath": ".spec.limits.requestsPerMinute"},
+            {"name": "Budget", "type": "string", "jsonPath": ".spec.budget.monthlyUSD"},
+            {"name": "Spent", "type": "string", "jsonPath": ".status.usage.costUSD"},
             {"name": "Keys", "type": "string", "jsonPath": ".status.apiKeys[*].name"},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ],

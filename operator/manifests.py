@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from llmrouter.operator import yamlutil
 from llmrouter.operator.api.common import API_VERSION, GROUP
 from llmrouter.operator.api.modeldeployment import ModelDeployment
 from llmrouter.operator.api.tenant import Tenant
@@ -57,7 +58,7 @@ def load_manifests(paths: Iterable[Path]) -> Manifests:
     errors: list[str] = []
     for path in manifest_files(paths):
         try:
-            docs = list(yaml.safe_load_all(path.read_text()))
+            docs = list(yamlutil.load_all(path.read_text()))
         except OSError as exc:
             errors.append(f"{path}: cannot read: {exc.strerror or exc}")
             continue

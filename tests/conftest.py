@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from aiohttp.test_utils import TestServer
 
 from llmrouter.gateway.app import create_app
@@ -14,6 +15,7 @@ from llmrouter.gateway.store import ConfigStore
 from llmrouter.standalone import StandaloneSource
 from tests.support.config import PROVIDER_TOKEN, write_config
 from tests.support.fake_upstream import FakeUpstream, UpstreamThread
+from tests.support.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -22,6 +24,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """A running Redis, emptied for this test."""
+    if redis_server.proc is None:
+        redis_server.start()
+    redis.Redis.from_url(redis_server.url).flushall()
+    return redis_server.url
 
 
 @pytest.fixture(scope="session")

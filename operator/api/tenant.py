@@ -1,12 +1,13 @@
-"""Tenant: who may use which models, with which API keys and roles."""
+"""Tenant: who may use which models, how much, for how much money, with which identities."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
-from llmrouter.operator.api.common import MODEL_NAME, Resource, SpecModel
+from llmrouter.operator.api.common import MODEL_NAME, USD, Resource, SpecModel, schema_extra
 from llmrouter.operator.api.status import CommonStatus
 
 Role = Literal["admin", "developer", "analyst", "user"]
@@ -14,11 +15,72 @@ KEY_NAME = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 ALLOWED_MODEL = rf"^(\*|{MODEL_NAME[1:-1]})$"
 
 
+PositiveLimit = Annotated[int, Field(ge=1, le=10**15)]
+
+
+class Limits(SpecModel):
+    """Admission limits; an absent field means no limit. Windows are calendar-aligned in
+    UTC: the minute, the day, the month."""
+
+    requests_per_minute: PositiveLimit | None = None
+    requests_per_day: PositiveLimit | None = None
+    tokens_per_minute: PositiveLimit | None = None
+    tokens_per_month: PositiveLimit | None = None
+    max_concurrent: PositiveLimit | None = None
+
+
+class Budget(
+    SpecModel,
+    json_schema_extra=schema_extra(
+        **{
+            "x-kubernetes-validations": [
+                {
+                    "rule": "double(self.monthlyUSD) > 0.0",
+                    "message": "monthlyUSD must be greater than zero",
+                }
+            ],
+        }
+    ),
+):
+    """Monthly spend in USD (calendar month, UTC), from each model's pricing."""
+
+    monthly_usd: Annotated[USD, Field(alias="monthlyUSD")]
+    warn_at_percent: Annotated[int, Field(ge=1, le=100)] = 80
+    on_exceeded: Literal["Block", "Alert"] = "Block"
+
+    @field_validator("monthly_usd")
+    @classmethod
+    def _positive(cls, value: str) -> str:
+        if Decimal(value) <= 0:
+            raise ValueError("monthlyUSD must be greater than zero")
+        return value
+
+
 class ApiKeySpec(SpecModel):
     """An API key the operator generates and keeps in a Secret of its own."""
 
     name: Annotated[str, Field(pattern=KEY_NAME)]
     role: Role = "user"
+    limits: Limits | None = Field(
+        None, description="Limits of this key alone, on top of the tenant's."
+    )
+
+
+class OIDCAuth(SpecModel):
+    """Bearer JWTs from an OpenID Connect issuer; group claims map to roles."""
+
+    issuer: Annotated[str, Field(pattern=r"^https?://\S+$")]
+    audience: Annotated[str, Field(min_length=1)]
+    jwks_url: Annotated[str | None, Field(alias="jwksURL", pattern=r"^https?://\S+$")] = None
+    groups_claim: Annotated[str, Field(min_length=1)] = "groups"
+    user_claim: Annotated[str, Field(min_length=1)] = "sub"
+    roles: dict[str, Role] = Field(
+        default_factory=dict, description="Group name → role; users in no group are refused."
+    )
+
+
+class Auth(SpecModel):
+    oidc: OIDCAuth | None = None
 
 
 class CostCenter(SpecModel):
@@ -39,6 +101,9 @@ class TenantSpec(SpecModel):
             "x-kubernetes-list-map-keys": ["name"],
         },
     )
+    limits: Limits = Field(default_factory=Limits)
+    budget: Budget | None = None
+    auth: Auth = Field(default_factory=Auth)
     cost_center: CostCenter = Field(default_factory=CostCenter)
 
     @field_validator("api_keys")
@@ -59,8 +124,18 @@ class ApiKeyStatus(SpecModel):
     created_at: str | None = None
 
 
+class UsageStatus(SpecModel):
+    period: str
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: Annotated[str, Field(alias="costUSD")] = "0"
+
+
 class TenantStatus(CommonStatus):
     api_keys: list[ApiKeyStatus] = Field(default_factory=list)
+    usage: UsageStatus | None = None
+    budget_remaining_usd: Annotated[str | None, Field(alias="budgetRemainingUSD")] = None
 
 
 class Tenant(Resource):

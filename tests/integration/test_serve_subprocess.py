@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,10 +11,11 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO
 from tests.support.config import DEV_KEY, PROVIDER_TOKEN
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.processes import http_ok, stop, tail, wait_until
+from tests.support.processes import wait_until
+from tests.support.serve import ServeProcess, llmrouter
 
 
 @dataclass
@@ -29,42 +29,26 @@ class Served:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0)
 
 
-def llmrouter(*args: str) -> list[str]:
-    return [sys.executable, "-m", "llmrouter", *args]
-
-
 @pytest.fixture
 def served(
     config_files: tuple[Path, Path], upstream: FakeUpstream, tmp_path: Path
 ) -> Iterator[Served]:
     resources, keys = config_files
-    port = free_port()
-    log = tmp_path / "serve.log"
-    cmd = llmrouter(
-        "serve",
+    args = [
         "-f",
         str(resources),
         "--keys-file",
         str(keys),
         "--endpoint",
         f"local={upstream.url}",
-        "--port",
-        str(port),
         "--reload-interval",
         "0.1",
         "--max-body-bytes",
         "65536",
-    )
-    env = {"LLMROUTER_SECRET_PROVIDER_TOKEN": PROVIDER_TOKEN, "PATH": "/usr/bin:/bin"}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: http_ok(f"{url}/readyz") or proc.poll() is not None, 20, "readyz")
-        assert proc.poll() is None, tail(log)
-        yield Served(url, resources, keys, log)
-    finally:
-        stop(proc)
+    ]
+    env = {"LLMROUTER_SECRET_PROVIDER_TOKEN": PROVIDER_TOKEN}
+    with ServeProcess(args, tmp_path / "serve.log", env) as proc:
+        yield Served(proc.url, resources, keys, proc.log)
 
 
 def test_serves_the_openai_api(served: Served) -> None:

@@ -108,3 +108,12 @@ def test_manifest_errors_name_file_object_and_field(tmp_path: Path) -> None:
     assert "expected a Kubernetes object" in messages[3]
     assert messages[4].startswith(f"{tmp_path}/b.yaml: not valid YAML")
     assert len(messages) == 5
+
+
+def test_duplicate_yaml_keys_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(
+        "apiVersion: llmrouter.io/v1alpha1\nkind: Tenant\nmetadata: {name: a}\n"
+        "spec: {models: [x]}\nspec: {models: [y]}\n"
+    )
+    with pytest.raises(ManifestError, match="found duplicate key 'spec'"):
+        load_manifests([tmp_path])

@@ -1,0 +1,54 @@
+"""Budget warnings: reported once per tenant, month and level when spend crosses them."""
+
+from __future__ import annotations
+
+import logging
+
+from llmrouter.gateway.config import TenantPolicy
+from llmrouter.gateway.metrics import GatewayMetrics
+from llmrouter.gateway.state import from_nano
+
+logger = logging.getLogger(__name__)
+
+
+class BudgetMonitor:
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self._metrics = metrics
+        self._reported: set[tuple[str, str, str]] = set()
+
+    def observe(self, tenant: TenantPolicy, month: str, spend_nano: int) -> None:
+        budget = tenant.budget
+        if budget is None:
+            return
+        spent = from_nano(spend_nano)
+        self._metrics.budget_spend.labels(tenant.id).set(float(spent))
+        self._metrics.budget_limit.labels(tenant.id).set(float(budget.monthly_usd))
+        if spent >= budget.monthly_usd:
+            level = "exceeded"
+        elif spent * 100 >= budget.monthly_usd * budget.warn_at_percent:
+            level = "warning"
+        else:
+            return
+        if (tenant.id, month, level) in self._reported:
+            return
+        self._reported.add((tenant.id, month, level))
+        self._metrics.budget_events.labels(tenant.id, level).inc()
+        action = "blocking requests" if budget.block else "alert only, not blocking"
+        if level == "exceeded":
+            logger.warning(
+                "tenant %s spent %s of its %s USD budget for %s (%s)",
+                tenant.id,
+                spent,
+                budget.monthly_usd,
+                month,
+                action,
+            )
+        else:
+            logger.warning(
+                "tenant %s spent %s of its %s USD budget for %s: past %d%%",
+                tenant.id,
+                spent,
+                budget.monthly_usd,
+                month,
+                budget.warn_at_percent,
+            )

@@ -1,0 +1,130 @@
+"""State shared by gateway replicas, behind one small interface.
+
+Two implementations: in memory (one process, the default) and Redis (every replica of a
+gateway sees the same counters; each check-and-count is one atomic Lua script).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Protocol
+
+NANO_USD = Decimal("0.000000001")
+"""Money is counted in whole nano-dollars: integers add exactly in Redis and in memory."""
+
+
+def to_nano(usd: Decimal) -> int:
+    return int((usd / NANO_USD).to_integral_value())
+
+
+def from_nano(nano: int) -> Decimal:
+    return (Decimal(nano) * NANO_USD).normalize() if nano else Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class CounterCheck:
+    """Admit only if ``used + amount <= limit`` in a window; then count ``amount``."""
+
+    name: str
+    """The limit as users name it: requestsPerMinute, tokensPerMonth, …"""
+    scope: str
+    """Whose limit: ``tenant default/acme`` or ``key default/acme/ci``."""
+    key: str
+    limit: int
+    amount: int
+    ends_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ConcurrencyCheck:
+    """Admit only if fewer than ``limit`` requests are in flight; then hold a slot."""
+
+    scope: str
+    key: str
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetCheck:
+    """Admit only while the month's spend is under the budget."""
+
+    scope: str
+    key: str
+    limit_nano: int
+    ends_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Everything one request must pass, checked and counted all at once or not at all."""
+
+    counters: tuple[CounterCheck, ...] = ()
+    concurrency: tuple[ConcurrencyCheck, ...] = ()
+    budget: BudgetCheck | None = None
+    token_counters: tuple[tuple[str, int], ...] = ()
+    """Token counters and the estimate counted in each, corrected by the actual usage."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    name: str
+    scope: str
+    limit: int | Decimal
+    retry_after_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What a finished request adds: actual tokens, spend, and a usage row."""
+
+    at: float
+    """When the request finished (epoch seconds)."""
+    tenant: str
+    day: str
+    month: str
+    model: str
+    user: str
+    input_tokens: int
+    output_tokens: int
+    cost_nano: int
+
+
+@dataclass
+class UsageRow:
+    model: str
+    user: str
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_nano: int = 0
+
+
+@dataclass
+class TenantUsage:
+    """A tenant's usage over some days: rows by (model, user)."""
+
+    rows: dict[tuple[str, str], UsageRow] = field(default_factory=dict)
+
+
+class StateUnavailable(Exception):
+    """The shared state cannot be reached (Redis down)."""
+
+
+class StateStore(Protocol):
+    async def admit(self, plan: Plan, request_id: str, now: float) -> Refusal | None:
+        """Check every limit of ``plan``; if all pass, count them all. Atomic."""
+
+    async def release(self, plan: Plan, request_id: str) -> None:
+        """Give back the concurrency slots ``admit`` took."""
+
+    async def settle(self, plan: Plan, settlement: Settlement) -> int:
+        """Correct token estimates, add spend and usage; return the month's spend (nano)."""
+
+    async def spend(self, tenant: str, month: str) -> int:
+        """The tenant's spend this month, in nano-dollars."""
+
+    async def usage(self, tenant: str, days: list[str]) -> TenantUsage:
+        """The tenant's usage rows summed over ``days``."""
+
+    async def close(self) -> None: ...

@@ -1,0 +1,32 @@
+"""Names of the shared-state keys, the same in every implementation."""
+
+from __future__ import annotations
+
+PREFIX = "llmrouter:"
+CONCURRENCY_LEASE_S = 900
+"""A slot whose holder vanished (a gateway killed mid-request) frees itself after this."""
+USAGE_RETENTION_S = 400 * 86400
+
+
+def counter(name: str, scope: str, period: str) -> str:
+    return f"{PREFIX}{name}:{scope}:{period}"
+
+
+def concurrency(scope: str) -> str:
+    return f"{PREFIX}inflight:{scope}"
+
+
+def spend(tenant: str, month: str) -> str:
+    return f"{PREFIX}spend:{tenant}:{month}"
+
+
+def usage(tenant: str, day: str) -> str:
+    return f"{PREFIX}usage:{tenant}:{day}"
+
+
+FIELD_SEP = "\x1f"
+USAGE_FIELDS = ("requests", "input_tokens", "output_tokens", "cost_nano")
+
+
+def usage_field(model: str, user: str, what: str) -> str:
+    return FIELD_SEP.join((model, user, what))

@@ -1,0 +1,95 @@
+"""State in this process: the default for a single gateway replica."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from llmrouter.gateway.state import (
+    Plan,
+    Refusal,
+    Settlement,
+    TenantUsage,
+    UsageRow,
+)
+from llmrouter.gateway.state import keys as k
+
+
+class MemoryStore:
+    """Each method runs without awaiting, so on one event loop every call is atomic."""
+
+    SWEEP_EVERY_S = 60.0
+
+    def __init__(self) -> None:
+        self._counters: dict[str, tuple[int, float]] = {}  # key → (value, expires_at)
+        self._swept_at = 0.0
+        self._inflight: dict[str, dict[str, float]] = defaultdict(dict)
+        self._spend: dict[str, int] = defaultdict(int)
+        self._usage: dict[str, dict[tuple[str, str], UsageRow]] = defaultdict(dict)
+
+    def _get(self, key: str, now: float) -> int:
+        value, expires_at = self._counters.get(key, (0, 0.0))
+        return value if expires_at > now else 0
+
+    def _sweep(self, now: float) -> None:
+        """Forget windows that have ended, so memory does not grow minute after minute."""
+        if now - self._swept_at < self.SWEEP_EVERY_S:
+            return
+        self._swept_at = now
+        for key in [key for key, (_, end) in self._counters.items() if end <= now]:
+            del self._counters[key]
+
+    async def admit(self, plan: Plan, request_id: str, now: float) -> Refusal | None:
+        self._sweep(now)
+        for c in plan.counters:
+            if self._get(c.key, now) + c.amount > c.limit:
+                return Refusal(c.name, c.scope, c.limit, c.ends_at - now)
+        for cc in plan.concurrency:
+            held = self._inflight[cc.key]
+            if len(held) >= cc.limit:
+                return Refusal("maxConcurrent", cc.scope, cc.limit, 1.0)
+        if plan.budget is not None and self._spend[plan.budget.key] >= plan.budget.limit_nano:
+            b = plan.budget
+            return Refusal("budget", b.scope, b.limit_nano, b.ends_at - now)
+        for c in plan.counters:
+            self._counters[c.key] = (self._get(c.key, now) + c.amount, c.ends_at)
+        for cc in plan.concurrency:
+            self._inflight[cc.key][request_id] = now
+        return None
+
+    async def release(self, plan: Plan, request_id: str) -> None:
+        for cc in plan.concurrency:
+            self._inflight[cc.key].pop(request_id, None)
+
+    async def settle(self, plan: Plan, s: Settlement) -> int:
+        now = s.at
+        actual = s.input_tokens + s.output_tokens
+        for key, estimate in plan.token_counters:
+            value, expires_at = self._counters.get(key, (0, 0.0))
+            if expires_at > now:  # a window that has passed needs no correction
+                self._counters[key] = (value + actual - estimate, expires_at)
+        spend_key = k.spend(s.tenant, s.month)
+        self._spend[spend_key] += s.cost_nano
+        rows = self._usage[k.usage(s.tenant, s.day)]
+        row = rows.setdefault((s.model, s.user), UsageRow(s.model, s.user))
+        row.requests += 1
+        row.input_tokens += s.input_tokens
+        row.output_tokens += s.output_tokens
+        row.cost_nano += s.cost_nano
+        return self._spend[spend_key]
+
+    async def spend(self, tenant: str, month: str) -> int:
+        return self._spend.get(k.spend(tenant, month), 0)
+
+    async def usage(self, tenant: str, days: list[str]) -> TenantUsage:
+        out = TenantUsage()
+        for day in days:
+            for key, row in self._usage.get(k.usage(tenant, day), {}).items():
+                total = out.rows.setdefault(key, UsageRow(row.model, row.user))
+                total.requests += row.requests
+                total.input_tokens += row.input_tokens
+                total.output_tokens += row.output_tokens
+                total.cost_nano += row.cost_nano
+        return out
+
+    async def close(self) -> None:
+        pass

@@ -1,0 +1,186 @@
+"""Limits, budgets and usage through the gateway's HTTP API, with the openai SDK."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import openai
+import pytest
+import yaml
+from aiohttp.test_utils import TestServer
+
+from llmrouter.gateway.app import create_app
+from llmrouter.gateway.settings import GatewaySettings
+from llmrouter.gateway.store import ConfigStore
+from llmrouter.standalone import StandaloneSource
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.serve import free_port
+
+RESOURCES = """
+apiVersion: llmrouter.io/v1alpha1
+kind: ModelDeployment
+metadata: {name: local}
+spec:
+  llamacpp: {model: {url: "https://example.invalid/m.gguf"}}
+  pricing: {inputPerMillion: "2", outputPerMillion: "4"}
+---
+apiVersion: llmrouter.io/v1alpha1
+kind: Tenant
+metadata: {name: limited}
+spec:
+  models: [local]
+  limits: {requestsPerMinute: 3}
+  costCenter: {department: rnd, project: bots}
+  apiKeys:
+    - {name: dev, role: developer}
+    - {name: small, role: user, limits: {requestsPerMinute: 1}}
+---
+apiVersion: llmrouter.io/v1alpha1
+kind: Tenant
+metadata: {name: budgeted}
+spec:
+  models: [local]
+  budget: {monthlyUSD: "0.00005", warnAtPercent: 50, onExceeded: Block}
+  apiKeys: [{name: dev, role: developer}]
+---
+apiVersion: llmrouter.io/v1alpha1
+kind: Tenant
+metadata: {name: alerting}
+spec:
+  models: [local]
+  budget: {monthlyUSD: "0.00001", onExceeded: Alert}
+  apiKeys: [{name: dev, role: developer}]
+"""
+KEYS = {
+    ("limited", "dev"): "llmr_limited_dev_key_0000000001",
+    ("limited", "small"): "llmr_limited_small_key_00000001",
+    ("budgeted", "dev"): "llmr_budgeted_dev_key_000000001",
+    ("alerting", "dev"): "llmr_alerting_dev_key_000000001",
+}
+COST_PER_CALL = "0.000034"  # the fake upstream's 7 input and 5 output tokens at $2/M, $4/M
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 30, 23, 58, 10, tzinfo=UTC).timestamp()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def url(tmp_path: Path, upstream: FakeUpstream, clock: Clock) -> AsyncIterator[str]:
+    (tmp_path / "resources.yaml").write_text(RESOURCES)
+    keys = tmp_path / "keys.yaml"
+    by_tenant: dict[str, dict[str, str]] = {}
+    for (tenant, name), key in KEYS.items():
+        by_tenant.setdefault(tenant, {})[name] = key
+    keys.write_text(yaml.safe_dump(by_tenant))
+    source = StandaloneSource([tmp_path / "resources.yaml"], keys, {"local": [upstream.url]})
+    app = create_app(GatewaySettings(clock=clock), ConfigStore(source.load()))
+    server = TestServer(app, host="127.0.0.1", port=free_port())
+    await server.start_server()
+    yield f"http://127.0.0.1:{server.port}"
+    await server.close()
+
+
+def client(url: str, tenant: str, key: str = "dev") -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=KEYS[(tenant, key)], max_retries=0)
+
+
+async def chat(c: openai.AsyncOpenAI) -> None:
+    await c.chat.completions.create(model="local", messages=[{"role": "user", "content": "hi"}])
+
+
+async def test_the_nth_request_passes_and_the_next_gets_429(url: str, clock: Clock) -> None:
+    c = client(url, "limited")
+    for _ in range(3):
+        await chat(c)
+    with pytest.raises(openai.RateLimitError) as err:
+        await chat(c)
+    assert err.value.code == "rate_limit_exceeded"
+    assert "requestsPerMinute limit of 3 reached for tenant default/limited" in err.value.message
+    assert err.value.response.headers["retry-after"] == "50"  # 23:58:10 → 23:59:00
+    clock.now += 50
+    await chat(c)
+
+
+async def test_a_key_limit_lower_than_the_tenant_limit(url: str) -> None:
+    small = client(url, "limited", "small")
+    await chat(small)
+    with pytest.raises(openai.RateLimitError) as err:
+        await chat(small)
+    assert "key default/limited/small" in err.value.message
+    await chat(client(url, "limited"))  # the tenant still has room for other keys
+
+
+async def test_budget_blocks_once_spent_and_renews_with_the_month(
+    url: str, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    c = client(url, "budgeted")
+    with caplog.at_level(logging.WARNING, logger="llmrouter.gateway.budget"):
+        await chat(c)  # 0.000034 spent: past the 50% warning
+        await chat(c)  # admitted under budget; 0.000068 spent
+    assert "past 50%" in caplog.text
+    assert "spent 0.000068 of its 0.00005 USD budget for 2026-11 (blocking requests)" in caplog.text
+    with pytest.raises(openai.RateLimitError) as err:
+        await chat(c)
+    assert err.value.code == "budget_exceeded"
+    assert "monthly budget of 0.00005 USD is spent" in err.value.message
+    assert err.value.response.headers["retry-after"] == "110"  # until 2026-12-01T00:00:00Z
+    clock.now += 110
+    await chat(c)
+
+
+async def test_alert_only_budget_reports_but_serves(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    c = client(url, "alerting")
+    with caplog.at_level(logging.WARNING, logger="llmrouter.gateway.budget"):
+        for _ in range(3):
+            await chat(c)
+    assert "(alert only, not blocking)" in caplog.text
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as resp:
+        text = await resp.text()
+    assert 'llmrouter_budget_events_total{level="exceeded",tenant="default/alerting"} 1.0' in text
+
+
+async def test_usage_report_groups_and_totals(url: str) -> None:
+    for key in ("dev", "small"):
+        await chat(client(url, "limited", key))
+    headers = {"Authorization": f"Bearer {KEYS[('limited', 'dev')]}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        async with http.get(f"{url}/admin/usage", params={"groupBy": "user"}) as resp:
+            assert resp.status == 200
+            report = await resp.json()
+        assert report["tenant"] == "default/limited"
+        assert [g["user"] for g in report["groups"]] == ["key:dev", "key:small"]
+        assert report["total"] == {
+            "requests": 2,
+            "input_tokens": 14,
+            "output_tokens": 10,
+            "cost_usd": "0.000068",
+        }
+        async with http.get(f"{url}/admin/usage", params={"groupBy": "department"}) as resp:
+            assert (await resp.json())["groups"][0]["department"] == "rnd"
+        for params, status in [
+            ({"groupBy": "colour"}, 400),
+            ({"from": "yesterday"}, 400),
+            ({"from": "2026-11-30", "to": "2026-11-01"}, 400),
+            ({"tenant": "default/budgeted"}, 403),
+        ]:
+            async with http.get(f"{url}/admin/usage", params=params) as resp:
+                assert resp.status == status, params
+                assert "error" in await resp.json()
+    small = {"Authorization": f"Bearer {KEYS[('limited', 'small')]}"}
+    async with aiohttp.ClientSession(headers=small) as http, http.get(f"{url}/admin/usage") as resp:
+        assert resp.status == 403  # role user lacks usage:read
