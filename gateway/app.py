@@ -16,6 +16,7 @@ from llmrouter.gateway.keys import (
     BUDGETS,
     CREDENTIALS,
     HTTP_SESSION,
+    JWKS,
     LEDGER,
     METRICS,
     SETTINGS,
@@ -24,6 +25,7 @@ from llmrouter.gateway.keys import (
     UPSTREAM,
 )
 from llmrouter.gateway.metrics import GatewayMetrics
+from llmrouter.gateway.oidc import JWKSCache
 from llmrouter.gateway.settings import GatewaySettings
 from llmrouter.gateway.state import StateStore
 from llmrouter.gateway.state.memory import MemoryStore
@@ -85,5 +87,6 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
     session = aiohttp.ClientSession(connector=connector)
     app[HTTP_SESSION] = session
     app[UPSTREAM] = UpstreamClient(session, app[CREDENTIALS])
+    app[JWKS] = JWKSCache(session, min_refresh_s=app[SETTINGS].jwks_min_refresh_s)
     yield
     await session.close()

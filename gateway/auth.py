@@ -9,7 +9,7 @@ from llmrouter.gateway.config import GatewayConfig, Limits, TenantPolicy, hash_a
 from llmrouter.gateway.errors import AuthenticationFailed, PermissionDenied
 from llmrouter.gateway.roles import allows
 
-MAX_KEY_LENGTH = 512
+MAX_CREDENTIAL_LENGTH = 16 * 1024
 NO_LIMITS = Limits()
 
 
@@ -30,8 +30,8 @@ class Identity:
             )
 
 
-def presented_key(headers: Mapping[str, str]) -> str:
-    """The API key from ``Authorization: Bearer`` or ``x-api-key``."""
+def presented_credential(headers: Mapping[str, str]) -> str:
+    """The API key or token from ``Authorization: Bearer`` or ``x-api-key``."""
     auth = headers.get("Authorization")
     if auth is not None:
         scheme, _, token = auth.strip().partition(" ")
@@ -47,15 +47,15 @@ def presented_key(headers: Mapping[str, str]) -> str:
                 "missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'",
                 code="missing_api_key",
             )
-    if len(key) > MAX_KEY_LENGTH:
+    if len(key) > MAX_CREDENTIAL_LENGTH:
         raise AuthenticationFailed("invalid API key")
     return key
 
 
-def authenticate(headers: Mapping[str, str], config: GatewayConfig) -> Identity:
+def authenticate_key(key: str, config: GatewayConfig) -> Identity:
     # Looking up the key's sha256 rather than the key itself means a timing difference
     # in the lookup can only reveal bits of a hash, never of a key.
-    entry = config.api_keys.get(hash_api_key(presented_key(headers)))
+    entry = config.api_keys.get(hash_api_key(key))
     if entry is None:
         raise AuthenticationFailed("invalid API key")
     tenant = config.tenants.get(entry.tenant)

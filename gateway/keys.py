@@ -10,6 +10,7 @@ from llmrouter.gateway.budget import BudgetMonitor
 from llmrouter.gateway.config import GatewayConfig
 from llmrouter.gateway.credentials import CredentialSource
 from llmrouter.gateway.metrics import GatewayMetrics
+from llmrouter.gateway.oidc import JWKSCache
 from llmrouter.gateway.settings import GatewaySettings
 from llmrouter.gateway.state import StateStore
 from llmrouter.gateway.store import ConfigStore
@@ -24,6 +25,7 @@ CREDENTIALS = web.AppKey("credentials", CredentialSource)
 HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
 UPSTREAM = web.AppKey("upstream", UpstreamClient)
 STATE = web.AppKey("state", StateStore)
+JWKS = web.AppKey("jwks", JWKSCache)
 BUDGETS = web.AppKey("budgets", BudgetMonitor)
 
 # Per request, set by the middlewares.

@@ -10,9 +10,10 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from llmrouter.gateway.auth import authenticate
+from llmrouter.gateway.auth import authenticate_key, presented_credential
 from llmrouter.gateway.errors import GatewayError, error_body
-from llmrouter.gateway.keys import CONFIG, IDENTITY, REQUEST_ID, SETTINGS, STORE
+from llmrouter.gateway.keys import CONFIG, IDENTITY, JWKS, REQUEST_ID, SETTINGS, STORE
+from llmrouter.gateway.oidc import authenticate_token, looks_like_jwt
 
 logger = logging.getLogger(__name__)
 
@@ -74,5 +75,11 @@ async def authentication(request: web.Request, handler: Handler) -> web.StreamRe
     if request.path.startswith(("/v1/", "/admin/")):
         config = request.app[STORE].current
         request[CONFIG] = config
-        request[IDENTITY] = authenticate(request.headers, config)
+        credential = presented_credential(request.headers)
+        if looks_like_jwt(credential):
+            request[IDENTITY] = await authenticate_token(
+                credential, config, request.headers, request.app[JWKS]
+            )
+        else:
+            request[IDENTITY] = authenticate_key(credential, config)
     return await handler(request)

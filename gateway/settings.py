@@ -29,5 +29,8 @@ class GatewaySettings:
     redis_failure_policy: Literal["fail-open", "fail-closed"] = "fail-open"
     """What happens while Redis is unreachable (see llmrouter.gateway.state.resilient)."""
 
+    jwks_min_refresh_s: float = 10.0
+    """An OIDC token with an unknown key id refetches the issuer's keys at most this often."""
+
     clock: Callable[[], float] = time.time
     """Wall-clock seconds; tests replace it to cross minutes, days and months."""

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from llmrouter.gateway.auth import authenticate
+from llmrouter.gateway.auth import authenticate_key, presented_credential
 from llmrouter.gateway.config import (
     ApiKeyEntry,
     GatewayConfig,
@@ -55,14 +55,15 @@ CONFIG = GatewayConfig(
 
 
 def test_authenticate_finds_the_key_by_hash() -> None:
-    identity = authenticate({"Authorization": "Bearer key-of-analyst-0001"}, CONFIG)
+    key = presented_credential({"Authorization": "Bearer key-of-analyst-0001"})
+    identity = authenticate_key(key, CONFIG)
     assert (identity.tenant.id, identity.key_name, identity.role) == ("ns/t", "k", "analyst")
     with pytest.raises(PermissionDenied):
         identity.require(MODELS_INVOKE)
     with pytest.raises(AuthenticationFailed):
-        authenticate({"x-api-key": "key-of-analyst-0002"}, CONFIG)
+        authenticate_key(presented_credential({"x-api-key": "key-of-analyst-0002"}), CONFIG)
     with pytest.raises(AuthenticationFailed):
-        authenticate({"x-api-key": "k" * 10_000}, CONFIG)
+        presented_credential({"x-api-key": "k" * 20_000})
 
 
 def test_resolve_through_alias_and_hide_other_models() -> None:
