@@ -117,3 +117,42 @@ def test_duplicate_yaml_keys_are_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ManifestError, match="found duplicate key 'spec'"):
         load_manifests([tmp_path])
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"limits": {"requestsPerMinute": 0}}, "greater than or equal to 1"),
+        ({"limits": {"tokensPerMonth": -5}}, "greater than or equal to 1"),
+        ({"limits": {"maxConcurrent": "many"}}, "valid integer"),
+        ({"budget": {"monthlyUSD": "0"}}, "monthlyUSD must be greater than zero"),
+        ({"budget": {"monthlyUSD": "-3"}}, "should match pattern"),
+        ({"budget": {"monthlyUSD": "5", "onExceeded": "Panic"}}, "'Block' or 'Alert'"),
+        ({"budget": {"monthlyUSD": "5", "warnAtPercent": 120}}, "less than or equal to 100"),
+        ({"auth": {"oidc": {"issuer": "not a url", "audience": "x"}}}, "should match pattern"),
+        (
+            {"auth": {"oidc": {"issuer": "https://i", "audience": "x", "roles": {"g": "root"}}}},
+            "Input should be 'admin'",
+        ),
+        (
+            {"apiKeys": [{"name": "k", "limits": {"requestsPerDay": 0}}]},
+            "greater than or equal to 1",
+        ),
+    ],
+)
+def test_impossible_tenant_limits_are_refused(spec: dict[str, Any], message: str) -> None:
+    doc = {
+        "apiVersion": "llmrouter.io/v1alpha1",
+        "kind": "Tenant",
+        "metadata": {"name": "t"},
+        "spec": {"models": ["a"], **spec},
+    }
+    with pytest.raises(ValidationError) as err:
+        Tenant.model_validate(doc)
+    assert message in str(err.value)
+
+
+def test_tenant_crd_has_budget_rule_and_limit_minimums() -> None:
+    text = render_all()["llmrouter.io_tenants.yaml"]
+    assert "double(self.monthlyUSD) > 0.0" in text
+    assert "requestsPerMinute:" in text and "minimum: 1" in text
