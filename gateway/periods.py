@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
+from functools import lru_cache
 
 
 class Window(Enum):
@@ -22,7 +23,14 @@ class Period:
 
 
 def period(window: Window, now: float) -> Period:
-    t = datetime.fromtimestamp(now, UTC)
+    # Windows start on whole seconds, so the period of the whole second is exact; every
+    # request asks for several periods, and most requests share their second.
+    return _period(window, int(now // 1))
+
+
+@lru_cache(maxsize=64)
+def _period(window: Window, second: int) -> Period:
+    t = datetime.fromtimestamp(second, UTC)
     if window is Window.MINUTE:
         start = t.replace(second=0, microsecond=0)
         return Period(start.strftime("%Y%m%d%H%M"), (start + timedelta(minutes=1)).timestamp())
