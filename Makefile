@@ -1,7 +1,7 @@
-.PHONY: run test crds lint
+.PHONY: run test crds
 
 run:  ## build what is missing, start llama-server and the gateway on examples/
-	hack/quickstart.sh
+	MODEL="$(MODEL)" hack/quickstart.sh
 
 test:  ## lint, type-check and run every test
 	hack/test.sh

@@ -98,18 +98,24 @@ def _headers(request: web.Request, route: ModelRoute) -> dict[str, str]:
     return {"x-llmrouter-model": route.name, "x-request-id": request[REQUEST_ID]}
 
 
-async def _complete(
-    request: web.Request, req: ModelRequest, route: ModelRoute, outcome: Outcome
-) -> web.Response:
+async def _call_upstream(
+    request: web.Request, req: ModelRequest, route: ModelRoute
+) -> aiohttp.ClientResponse:
     upstream = route.upstreams[0]
-    resp = await request.app[UPSTREAM].post(
+    return await request.app[UPSTREAM].post(
         route,
         upstream,
         req.endpoint.value,
         upstream_body(req, upstream),
-        stream=False,
+        stream=req.stream,
         request_id=request[REQUEST_ID],
     )
+
+
+async def _complete(
+    request: web.Request, req: ModelRequest, route: ModelRoute, outcome: Outcome
+) -> web.Response:
+    resp = await _call_upstream(request, req, route)
     try:
         async with resp:
             raw = await resp.read()
@@ -132,15 +138,7 @@ async def _stream(
     outcome: Outcome,
     started: float,
 ) -> web.StreamResponse:
-    upstream = route.upstreams[0]
-    resp = await request.app[UPSTREAM].post(
-        route,
-        upstream,
-        req.endpoint.value,
-        upstream_body(req, upstream),
-        stream=True,
-        request_id=request[REQUEST_ID],
-    )
+    resp = await _call_upstream(request, req, route)
     async with resp:
         out = web.StreamResponse(
             headers={
