@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# The whole test suite: lint, types, then every test. Installs what it needs first.
+# The whole test suite: lint, types, then every test. Installs and builds what it needs
+# first (Debian packages, the virtualenv, llama-server), so it runs on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 hack/system-deps.sh
 PYTHON=$(hack/venv.sh)
 export PYTHON
+echo "== llama-server"
+LLAMA_SERVER=$(hack/build-llama-server.sh)
+export LLAMA_SERVER
+echo "$LLAMA_SERVER"
 echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
