@@ -2,6 +2,10 @@
 OpenAI-compatible upstream. A benchmark, not a test: run it on a quiet machine.
 
     .venv/bin/python hack/bench_gateway.py [--requests 2000] [--seconds 10] [--concurrency 16]
+                                           [--redis]
+
+The gateway runs with key auth, every tenant and key limit, a budget, metrics and usage
+accounting; with --redis its state is in a redis-server started for the run.
 
 The upstream, the gateway and this client are separate processes; on a 2-core machine the
 client competes with the gateway for CPU, so requests/s is a floor, not a ceiling.
@@ -42,7 +46,11 @@ kind: Tenant
 metadata: {name: bench}
 spec:
   models: [bench]
-  apiKeys: [{name: k, role: developer}]
+  # Every policy on, set high enough that none refuses: the cost of checking is measured.
+  limits: {requestsPerMinute: 100000000, requestsPerDay: 1000000000,
+           tokensPerMinute: 1000000000, tokensPerMonth: 100000000000, maxConcurrent: 10000}
+  budget: {monthlyUSD: "1000000", onExceeded: Block}
+  apiKeys: [{name: k, role: developer, limits: {requestsPerMinute: 100000000}}]
 """
 BODY = b'{"model":"bench","messages":[{"role":"user","content":"hello"}],"max_tokens":1}'
 
@@ -146,16 +154,24 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--redis", action="store_true", help="keep the gateway's state in Redis")
     parser.add_argument("--upstream-port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.upstream_port:
         run_upstream(args.upstream_port)
         return
-    up_port, gw_port = free_port(), free_port()
+    up_port, gw_port, redis_port = free_port(), free_port(), free_port()
     with tempfile.TemporaryDirectory() as tmp:
+        state: list[str] = []
+        procs: list[subprocess.Popen[bytes]] = []
+        if args.redis:
+            procs.append(subprocess.Popen(
+                ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no",
+                 "--dir", tmp], stdout=subprocess.DEVNULL))
+            state = ["--state", f"redis://127.0.0.1:{redis_port}/0"]
         Path(tmp, "resources.yaml").write_text(RESOURCES)
         Path(tmp, "keys.yaml").write_text(f"bench:\n  k: {KEY}\n")
-        procs = [
+        procs += [
             subprocess.Popen([sys.executable, __file__, "--upstream-port", str(up_port)]),
             subprocess.Popen(
                 [

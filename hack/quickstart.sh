@@ -4,6 +4,8 @@
 #   PORT=8000 LLAMA_PORT=8081   where the gateway and llama-server listen
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Keep the current directory off sys.path: its `operator` folder would shadow the stdlib.
+export PYTHONSAFEPATH=1
 PY=$(hack/venv.sh)
 cache=${LLMROUTER_CACHE:-$HOME/.cache/llmrouter}
 port=${PORT:-8000}

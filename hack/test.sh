@@ -3,6 +3,8 @@
 # first (Debian packages, the virtualenv, llama-server), so it runs on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Keep the current directory off sys.path: its `operator` folder would shadow the stdlib.
+export PYTHONSAFEPATH=1
 hack/system-deps.sh
 PYTHON=$(hack/venv.sh)
 export PYTHON

@@ -4,6 +4,8 @@
 # editable install, so it reads a view of symlinks laid out like the installed package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Keep the current directory off sys.path: its `operator` folder would shadow the stdlib.
+export PYTHONSAFEPATH=1
 view=.typecheck
 rm -rf "$view" && mkdir -p "$view/llmrouter"
 for f in llmrouter/*.py llmrouter/py.typed; do ln -s "../../$f" "$view/llmrouter/"; done
