@@ -165,9 +165,22 @@ def main() -> None:
         state: list[str] = []
         procs: list[subprocess.Popen[bytes]] = []
         if args.redis:
-            procs.append(subprocess.Popen(
-                ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no",
-                 "--dir", tmp], stdout=subprocess.DEVNULL))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        "redis-server",
+                        "--port",
+                        str(redis_port),
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--dir",
+                        tmp,
+                    ],
+                    stdout=subprocess.DEVNULL,
+                )
+            )
             state = ["--state", f"redis://127.0.0.1:{redis_port}/0"]
         Path(tmp, "resources.yaml").write_text(RESOURCES)
         Path(tmp, "keys.yaml").write_text(f"bench:\n  k: {KEY}\n")
@@ -189,6 +202,7 @@ def main() -> None:
                     f"bench=http://127.0.0.1:{up_port}/v1",
                     "--port",
                     str(gw_port),
+                    *state,
                 ]
             ),
         ]
