@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from aiohttp import web
 
 from llmrouter.gateway.errors import InvalidRequest, PermissionDenied
-from llmrouter.gateway.keys import IDENTITY, SETTINGS, STATE
-from llmrouter.gateway.roles import USAGE_READ
+from llmrouter.gateway.keys import CONFIG, ENDPOINTS, IDENTITY, SETTINGS, STATE
+from llmrouter.gateway.roles import ADMIN_READ, USAGE_READ
 from llmrouter.gateway.state import UsageRow, from_nano
 
 admin_routes = web.RouteTableDef()
@@ -91,3 +92,13 @@ async def usage(request: web.Request) -> web.Response:
             "total": total.json(),
         }
     )
+
+
+@admin_routes.get("/admin/endpoints")
+async def endpoints(request: web.Request) -> web.Response:
+    """Every model server, its circuit breaker, load and health."""
+    request[IDENTITY].require(ADMIN_READ)
+    table = request.app[ENDPOINTS]
+    table.sync(request[CONFIG])
+    now = time.monotonic()
+    return web.json_response({"endpoints": [e.snapshot(now) for e in table.all()]})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -11,10 +13,13 @@ from llmrouter.gateway import middleware
 from llmrouter.gateway.admin import admin_routes
 from llmrouter.gateway.budget import BudgetMonitor
 from llmrouter.gateway.credentials import CredentialSource, EnvCredentials
+from llmrouter.gateway.endpoint_table import EndpointTable, poll_once
+from llmrouter.gateway.endpoints import BreakerSettings
 from llmrouter.gateway.handlers import routes
 from llmrouter.gateway.keys import (
     BUDGETS,
     CREDENTIALS,
+    ENDPOINTS,
     HTTP_SESSION,
     JWKS,
     LEDGER,
@@ -54,10 +59,15 @@ def create_app(
     app[CREDENTIALS] = credentials or EnvCredentials()
     app[STATE] = state or open_state(settings)
     app[BUDGETS] = BudgetMonitor(app[METRICS])
+    app[ENDPOINTS] = EndpointTable(
+        BreakerSettings(settings.breaker_failures, settings.breaker_cooldown_s)
+    )
+    app[METRICS].watch_endpoints(app[ENDPOINTS])
     _report_state(app)
     app.add_routes(routes)
     app.add_routes(admin_routes)
     app.cleanup_ctx.append(_upstream_session)
+    app.cleanup_ctx.append(_poll_endpoints)
     app.on_cleanup.append(_close_state)
     return app
 
@@ -75,6 +85,24 @@ def _report_state(app: web.Application) -> None:
         metrics.state_pending.set_function(lambda: float(state.pending))
     else:
         metrics.state_available.set(1)
+
+
+async def _poll_endpoints(app: web.Application) -> AsyncIterator[None]:
+    """Asks every llama-server for its load and health, so choices follow the servers."""
+
+    async def loop() -> None:
+        while True:
+            if app[STORE].ready:
+                app[ENDPOINTS].sync(app[STORE].current)
+            pollable = [e for e in app[ENDPOINTS].all() if e.pollable]
+            await asyncio.gather(*(poll_once(app[HTTP_SESSION], e) for e in pollable))
+            await asyncio.sleep(app[SETTINGS].poll_interval_s)
+
+    task = asyncio.create_task(loop())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _close_state(app: web.Application) -> None:

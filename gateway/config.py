@@ -61,6 +61,9 @@ class ModelRoute(_Frozen):
     pricing: Pricing = Pricing()
     fallbacks: tuple[str, ...] = ()
     timeouts: Timeouts
+    slots: int | None = Field(
+        None, description="Requests one endpoint runs at once (llama-server --parallel)."
+    )
 
 
 class Limits(_Frozen):
@@ -88,6 +91,13 @@ class OIDCProvider(_Frozen):
     roles: dict[str, Role] = Field(default_factory=dict)
 
 
+class RoutingRule(_Frozen):
+    task_type: str | None = None
+    requested: str | None = Field(None, description="Canonical model the client asked for.")
+    metadata: dict[str, str] = Field(default_factory=dict)
+    target: str
+
+
 class TenantPolicy(_Frozen):
     id: str
     display_name: str
@@ -95,6 +105,7 @@ class TenantPolicy(_Frozen):
     limits: Limits = Limits()
     budget: Budget | None = None
     oidc: OIDCProvider | None = None
+    rules: tuple[RoutingRule, ...] = ()
     department: str | None = None
     project: str | None = None
 

@@ -13,6 +13,10 @@ class GatewayError(Exception):
     status = 500
     type = "server_error"
     code = "internal_error"
+    retryable = False
+    """Another endpoint or a fallback model might answer where this one did not."""
+    endpoint_fault = False
+    """The endpoint itself failed: counts towards opening its circuit breaker."""
 
     def __init__(
         self,
@@ -72,6 +76,32 @@ class UpstreamFailed(GatewayError):
     status = 502
     type = "upstream_error"
     code = "upstream_error"
+    retryable = True
+    endpoint_fault = True
+
+
+class UpstreamBusy(GatewayError):
+    """The model server said it is rate limited: try elsewhere, but it is not broken."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "upstream_rate_limited"
+    retryable = True
+
+
+class NoHealthyUpstream(GatewayError):
+    status = 503
+    type = "upstream_error"
+    code = "no_healthy_upstream"
+
+
+class UpstreamMisconfigured(GatewayError):
+    """A model the gateway cannot call as configured: a fallback model might still answer."""
+
+    status = 502
+    type = "upstream_error"
+    code = "upstream_misconfigured"
+    retryable = True
 
 
 class UpstreamTimeout(UpstreamFailed):

@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from llmrouter.gateway.config import GatewayConfig, TenantPolicy
 from llmrouter.gateway.errors import ModelNotFound
 from llmrouter.gateway.keys import CONFIG, IDENTITY, METRICS, STORE
-from llmrouter.gateway.openai_request import Endpoint
+from llmrouter.gateway.openai_request import Operation
 from llmrouter.gateway.proxy import handle_model_request
 from llmrouter.gateway.roles import MODELS_READ
 
@@ -17,17 +17,17 @@ routes = web.RouteTableDef()
 
 @routes.post("/v1/chat/completions")
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    return await handle_model_request(request, Endpoint.CHAT)
+    return await handle_model_request(request, Operation.CHAT)
 
 
 @routes.post("/v1/completions")
 async def completions(request: web.Request) -> web.StreamResponse:
-    return await handle_model_request(request, Endpoint.COMPLETIONS)
+    return await handle_model_request(request, Operation.COMPLETIONS)
 
 
 @routes.post("/v1/embeddings")
 async def embeddings(request: web.Request) -> web.StreamResponse:
-    return await handle_model_request(request, Endpoint.EMBEDDINGS)
+    return await handle_model_request(request, Operation.EMBEDDINGS)
 
 
 def _visible_models(config: GatewayConfig, tenant: TenantPolicy) -> list[str]:

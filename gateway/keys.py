@@ -9,6 +9,7 @@ from llmrouter.gateway.auth import Identity
 from llmrouter.gateway.budget import BudgetMonitor
 from llmrouter.gateway.config import GatewayConfig
 from llmrouter.gateway.credentials import CredentialSource
+from llmrouter.gateway.endpoint_table import EndpointTable
 from llmrouter.gateway.metrics import GatewayMetrics
 from llmrouter.gateway.oidc import JWKSCache
 from llmrouter.gateway.settings import GatewaySettings
@@ -26,6 +27,7 @@ HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
 UPSTREAM = web.AppKey("upstream", UpstreamClient)
 STATE = web.AppKey("state", StateStore)
 JWKS = web.AppKey("jwks", JWKSCache)
+ENDPOINTS = web.AppKey("endpoints", EndpointTable)
 BUDGETS = web.AppKey("budgets", BudgetMonitor)
 
 # Per request, set by the middlewares.

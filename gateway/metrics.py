@@ -6,8 +6,15 @@ and request ids or key secrets never become labels.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import time
+from collections.abc import Iterator
 
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from llmrouter.gateway.endpoint_table import EndpointTable
+from llmrouter.gateway.endpoints import BreakerState
 from llmrouter.gateway.usage import RequestRecord
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -88,11 +95,21 @@ class GatewayMetrics:
             "Finished requests whose usage waits for the shared state to come back.",
             registry=self.registry,
         )
+        self.upstream_failures = Counter(
+            "llmrouter_upstream_failures",
+            "Attempts that failed and went to another endpoint or model, by reason.",
+            ["model", "code"],
+            registry=self.registry,
+        )
         self.config_info = Gauge(
             "llmrouter_config_models",
             "Models in the configuration in force.",
             registry=self.registry,
         )
+
+    def watch_endpoints(self, table: EndpointTable) -> None:
+        """Breaker state and load of every endpoint, read when /metrics is scraped."""
+        self.registry.register(_EndpointCollector(table))
 
     def observe(self, rec: RequestRecord) -> None:
         self.requests.labels(rec.tenant, rec.model, rec.endpoint, str(rec.status)).inc()
@@ -105,3 +122,34 @@ class GatewayMetrics:
         self.duration.labels(rec.model, rec.endpoint).observe(rec.duration_s)
         if rec.ttft_s is not None:
             self.ttft.labels(rec.model).observe(rec.ttft_s)
+
+
+class _EndpointCollector(Collector):
+    def __init__(self, table: EndpointTable) -> None:
+        self._table = table
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        state = GaugeMetricFamily(
+            "llmrouter_endpoint_breaker_state",
+            "1 for the breaker state an endpoint is in (closed, open, half_open).",
+            labels=["model", "endpoint", "state"],
+        )
+        in_flight = GaugeMetricFamily(
+            "llmrouter_endpoint_in_flight",
+            "Requests this gateway has in flight at an endpoint.",
+            labels=["model", "endpoint"],
+        )
+        usable = GaugeMetricFamily(
+            "llmrouter_endpoint_usable",
+            "1 when the endpoint may take a request now.",
+            labels=["model", "endpoint"],
+        )
+        now = time.monotonic()
+        for e in self._table.all():
+            for s in BreakerState:
+                state.add_metric([e.model, e.url, s.value], float(e.state is s))
+            in_flight.add_metric([e.model, e.url], e.in_flight)
+            usable.add_metric([e.model, e.url], float(e.usable(now)))
+        yield state
+        yield in_flight
+        yield usable

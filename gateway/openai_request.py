@@ -8,11 +8,11 @@ from typing import Any
 
 import orjson
 
-from llmrouter.gateway.config import GatewayConfig, ModelRoute, TenantPolicy, Upstream
-from llmrouter.gateway.errors import InvalidRequest, ModelNotFound
+from llmrouter.gateway.config import Upstream
+from llmrouter.gateway.errors import InvalidRequest
 
 
-class Endpoint(Enum):
+class Operation(Enum):
     CHAT = "/chat/completions"
     COMPLETIONS = "/completions"
     EMBEDDINGS = "/embeddings"
@@ -23,20 +23,20 @@ class Endpoint(Enum):
 
     @property
     def streams(self) -> bool:
-        return self is not Endpoint.EMBEDDINGS
+        return self is not Operation.EMBEDDINGS
 
 
-# The field each endpoint cannot do without.
+# The field each operation cannot do without.
 _REQUIRED_FIELD = {
-    Endpoint.CHAT: "messages",
-    Endpoint.COMPLETIONS: "prompt",
-    Endpoint.EMBEDDINGS: "input",
+    Operation.CHAT: "messages",
+    Operation.COMPLETIONS: "prompt",
+    Operation.EMBEDDINGS: "input",
 }
 
 
 @dataclass(frozen=True, slots=True)
 class ModelRequest:
-    endpoint: Endpoint
+    operation: Operation
     body: dict[str, Any]
     raw: bytes
     model: str
@@ -45,7 +45,7 @@ class ModelRequest:
     """Whether a streaming client asked for the usage chunk itself."""
 
 
-def parse_request(endpoint: Endpoint, raw: bytes) -> ModelRequest:
+def parse_request(operation: Operation, raw: bytes) -> ModelRequest:
     if not raw.strip():
         raise InvalidRequest("request body is empty; expected a JSON object")
     try:
@@ -61,34 +61,23 @@ def parse_request(endpoint: Endpoint, raw: bytes) -> ModelRequest:
             code="missing_model",
             param="model",
         )
-    field = _REQUIRED_FIELD[endpoint]
+    field = _REQUIRED_FIELD[operation]
     if field not in body:
         raise InvalidRequest(f"{field!r} is required", code="missing_field", param=field)
-    if endpoint is Endpoint.CHAT and (
+    if operation is Operation.CHAT and (
         not isinstance(body["messages"], list) or not body["messages"]
     ):
         raise InvalidRequest("'messages' must be a non-empty array", param="messages")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise InvalidRequest("'stream' must be true or false", param="stream")
-    if stream and not endpoint.streams:
-        raise InvalidRequest(f"{endpoint.value} does not stream", param="stream")
+    if stream and not operation.streams:
+        raise InvalidRequest(f"{operation.value} does not stream", param="stream")
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise InvalidRequest("'stream_options' must be an object", param="stream_options")
     wants_usage = bool(stream and options and options.get("include_usage") is True)
-    return ModelRequest(endpoint, body, raw, model, stream, wants_usage)
-
-
-def resolve_model(config: GatewayConfig, tenant: TenantPolicy, name: str) -> ModelRoute:
-    """The model a tenant's request names. A model the tenant may not use is answered
-    exactly like one that does not exist (404), so tenants cannot probe each other's."""
-    route = config.resolve(name)
-    if route is None or route.name not in tenant.models:
-        raise ModelNotFound(
-            f"model {name!r} does not exist or you do not have access to it", param="model"
-        )
-    return route
+    return ModelRequest(operation, body, raw, model, stream, wants_usage)
 
 
 def upstream_body(req: ModelRequest, upstream: Upstream) -> bytes:

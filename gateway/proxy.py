@@ -1,4 +1,10 @@
-"""The model request pipeline: validate → resolve → call upstream → relay → account."""
+"""The model request pipeline:
+validate → resolve → admit → attempt (endpoints, then fallbacks) → relay → account.
+
+A request is retried on another endpoint or a fallback model only until its first byte
+has reached the client: a stream is committed when the upstream's first event arrives,
+and a failure after that ends the stream with an error event instead.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +12,26 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 import orjson
 from aiohttp import web
 
 from llmrouter.gateway.admission import estimate_tokens, plan_admission, refusal_error
-from llmrouter.gateway.config import ModelRoute
-from llmrouter.gateway.errors import GatewayError, NotReady, UpstreamFailed, UpstreamTimeout
+from llmrouter.gateway.config import GatewayConfig, ModelRoute
+from llmrouter.gateway.endpoints import Endpoint, choose
+from llmrouter.gateway.errors import (
+    GatewayError,
+    NoHealthyUpstream,
+    NotReady,
+    UpstreamFailed,
+    UpstreamTimeout,
+)
 from llmrouter.gateway.keys import (
     BUDGETS,
     CONFIG,
+    ENDPOINTS,
     IDENTITY,
     LEDGER,
     METRICS,
@@ -26,15 +40,10 @@ from llmrouter.gateway.keys import (
     STATE,
     UPSTREAM,
 )
-from llmrouter.gateway.openai_request import (
-    Endpoint,
-    ModelRequest,
-    parse_request,
-    resolve_model,
-    upstream_body,
-)
+from llmrouter.gateway.openai_request import ModelRequest, Operation, parse_request, upstream_body
 from llmrouter.gateway.periods import day_id, month_id
 from llmrouter.gateway.roles import MODELS_INVOKE
+from llmrouter.gateway.routing import fallback_chain, resolve
 from llmrouter.gateway.state import Plan, Settlement, StateUnavailable, to_nano
 from llmrouter.gateway.usage import RequestRecord, Usage
 
@@ -45,23 +54,26 @@ CLIENT_CLOSED = 499  # nginx's code for "client went away before the answer was 
 
 @dataclass(slots=True)
 class Outcome:
+    route: ModelRoute
+    steps: list[str] = field(default_factory=list)
     status: int = 200
     usage: Usage | None = None
     ttft_s: float | None = None
+    attempts: int = 0
+    committed: bool = False
+    """The first byte went to the client: no more retries."""
 
 
-async def handle_model_request(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
+async def handle_model_request(request: web.Request, operation: Operation) -> web.StreamResponse:
     started = time.perf_counter()
     identity = request[IDENTITY]
     identity.require(MODELS_INVOKE)
-    req = parse_request(endpoint, await request.read())
-    route = resolve_model(request[CONFIG], identity.tenant, req.model)
+    req = parse_request(operation, await request.read())
+    resolution = resolve(request[CONFIG], identity.tenant, req.model, req.body, request.headers)
     plan = await _admit(request, req)
-    outcome = Outcome()
+    outcome = Outcome(route=resolution.route, steps=list(resolution.steps))
     try:
-        if req.stream:
-            return await _stream(request, req, route, outcome, started)
-        return await _complete(request, req, route, outcome)
+        return await _attempt(request, req, outcome, started)
     except GatewayError as exc:
         outcome.status = exc.status
         raise
@@ -72,7 +84,7 @@ async def handle_model_request(request: web.Request, endpoint: Endpoint) -> web.
         outcome.status = 500
         raise
     finally:
-        await _account(request, req, route, plan, outcome, time.perf_counter() - started)
+        await _account(request, req, plan, outcome, time.perf_counter() - started)
 
 
 async def _admit(request: web.Request, req: ModelRequest) -> Plan:
@@ -94,31 +106,103 @@ async def _admit(request: web.Request, req: ModelRequest) -> Plan:
     return plan
 
 
-def _headers(request: web.Request, route: ModelRoute) -> dict[str, str]:
-    return {"x-llmrouter-model": route.name, "x-request-id": request[REQUEST_ID]}
-
-
-async def _call_upstream(
-    request: web.Request, req: ModelRequest, route: ModelRoute
-) -> aiohttp.ClientResponse:
-    upstream = route.upstreams[0]
-    return await request.app[UPSTREAM].post(
-        route,
-        upstream,
-        req.endpoint.value,
-        upstream_body(req, upstream),
-        stream=req.stream,
-        request_id=request[REQUEST_ID],
+async def _attempt(
+    request: web.Request, req: ModelRequest, outcome: Outcome, started: float
+) -> web.StreamResponse:
+    """Endpoints of the model, then of each fallback, until one answers."""
+    app = request.app
+    config: GatewayConfig = request[CONFIG]
+    table = app[ENDPOINTS]
+    max_attempts = app[SETTINGS].max_attempts
+    deadline = started + outcome.route.timeouts.total_s
+    last: GatewayError | None = None
+    for route in fallback_chain(config, request[IDENTITY].tenant, outcome.route):
+        if last is not None:
+            outcome.steps.append(f"fallback->{route.name} ({last.code})")
+        tried: set[str] = set()
+        while outcome.attempts < max_attempts and time.perf_counter() < deadline:
+            endpoint = choose(table.endpoints(config, route), time.monotonic(), tried)
+            if endpoint is None:
+                break
+            tried.add(endpoint.url)
+            outcome.attempts += 1
+            outcome.route = route
+            try:
+                return await _try_endpoint(
+                    request, req, route, endpoint, outcome, started, deadline
+                )
+            except GatewayError as exc:
+                if not exc.retryable or outcome.committed:
+                    raise
+                last = exc
+                app[METRICS].upstream_failures.labels(route.name, exc.code).inc()
+    if last is not None:
+        raise last
+    raise NoHealthyUpstream(
+        f"model {outcome.route.name!r}: no healthy endpoint to send the request to",
+        headers={"Retry-After": "1"},
     )
 
 
-async def _complete(
-    request: web.Request, req: ModelRequest, route: ModelRoute, outcome: Outcome
-) -> web.Response:
-    resp = await _call_upstream(request, req, route)
+async def _try_endpoint(
+    request: web.Request,
+    req: ModelRequest,
+    route: ModelRoute,
+    endpoint: Endpoint,
+    outcome: Outcome,
+    started: float,
+    deadline: float,
+) -> web.StreamResponse:
+    table = request.app[ENDPOINTS]
+    upstream = table.upstream(endpoint)
+    attempt_started = time.perf_counter()
+    endpoint.begin(time.monotonic())
     try:
+        resp = await request.app[UPSTREAM].post(
+            route,
+            upstream,
+            req.operation.value,
+            upstream_body(req, upstream),
+            stream=req.stream,
+            request_id=request[REQUEST_ID],
+            deadline_s=deadline - time.perf_counter(),
+        )
         async with resp:
-            raw = await resp.read()
+            if not req.stream:
+                answer = await _complete(request, route, resp, outcome)
+                endpoint.succeeded(time.perf_counter() - attempt_started)
+                return answer
+            events = _events(route, resp)
+            first = await _first_event(route, events)
+            outcome.committed = True
+            return await _stream(request, req, route, endpoint, outcome, started, first, events)
+    except GatewayError as exc:
+        if outcome.committed:
+            raise
+        if exc.endpoint_fault:
+            endpoint.failed(time.monotonic())
+        else:
+            endpoint.abandoned()
+        raise
+    except BaseException:
+        if not outcome.committed:
+            endpoint.abandoned()
+        raise
+
+
+def _headers(request: web.Request, outcome: Outcome) -> dict[str, str]:
+    return {
+        "x-llmrouter-model": outcome.route.name,
+        "x-llmrouter-route": "; ".join(outcome.steps) or "direct",
+        "x-request-id": request[REQUEST_ID],
+    }
+
+
+async def _complete(
+    request: web.Request, route: ModelRoute, resp: aiohttp.ClientResponse, outcome: Outcome
+) -> web.Response:
+    try:
+        raw = await resp.read()
     except TimeoutError as exc:
         raise UpstreamTimeout(f"model {route.name!r}: upstream did not finish in time") from exc
     except aiohttp.ClientError as exc:
@@ -128,37 +212,9 @@ async def _complete(
     except orjson.JSONDecodeError as exc:
         raise UpstreamFailed(f"model {route.name!r}: upstream answered with invalid JSON") from exc
     outcome.usage = Usage.from_openai(doc.get("usage") if isinstance(doc, dict) else None)
-    return web.Response(body=raw, content_type="application/json", headers=_headers(request, route))
-
-
-async def _stream(
-    request: web.Request,
-    req: ModelRequest,
-    route: ModelRoute,
-    outcome: Outcome,
-    started: float,
-) -> web.StreamResponse:
-    resp = await _call_upstream(request, req, route)
-    async with resp:
-        out = web.StreamResponse(
-            headers={
-                **_headers(request, route),
-                "Content-Type": "text/event-stream",
-                "Cache-Control": "no-cache",
-            }
-        )
-        await out.prepare(request)
-        try:
-            await _relay_events(_upstream_lines(route, resp), out, req, outcome, started)
-            await out.write_eof()
-        except _StreamBroken as broken:
-            # Bytes already reached the client: the only honest ending is an error event.
-            logger.warning("request %s: %s", request[REQUEST_ID], broken.error.message)
-            outcome.status = broken.error.status
-            await _write_quietly(out, b"data: " + orjson.dumps(broken.error.body()) + b"\n\n")
-        except ConnectionResetError:
-            outcome.status = CLIENT_CLOSED
-    return out
+    return web.Response(
+        body=raw, content_type="application/json", headers=_headers(request, outcome)
+    )
 
 
 class _StreamBroken(Exception):
@@ -166,12 +222,17 @@ class _StreamBroken(Exception):
         self.error = error
 
 
-async def _upstream_lines(route: ModelRoute, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    """The upstream's lines; a failure to read them becomes _StreamBroken, so that it is
-    never mistaken for a failure to write to the client."""
+async def _events(route: ModelRoute, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """The upstream's server-sent events, each whole. A failure to read them becomes
+    _StreamBroken, so that it is never mistaken for a failure to write to the client."""
+    lines: list[bytes] = []
     try:
         async for line in resp.content:
-            yield line
+            if line not in (b"\n", b"\r\n"):
+                lines.append(line)
+                continue
+            yield b"".join(lines) + line
+            lines.clear()
     except TimeoutError as exc:
         raise _StreamBroken(
             UpstreamTimeout(f"model {route.name!r}: upstream stalled mid-stream")
@@ -180,6 +241,58 @@ async def _upstream_lines(route: ModelRoute, resp: aiohttp.ClientResponse) -> As
         raise _StreamBroken(
             UpstreamFailed(f"model {route.name!r}: upstream failed mid-stream")
         ) from exc
+    if lines:
+        yield b"".join(lines)
+
+
+async def _first_event(route: ModelRoute, events: AsyncIterator[bytes]) -> bytes:
+    """The first event, within the model's first-token timeout; until it has come the
+    request can still go elsewhere."""
+    try:
+        return await asyncio.wait_for(anext(events), route.timeouts.first_token_s)
+    except TimeoutError as exc:
+        raise UpstreamTimeout(f"model {route.name!r}: no first token in time") from exc
+    except StopAsyncIteration as exc:
+        raise UpstreamFailed(f"model {route.name!r}: upstream ended the stream empty") from exc
+    except _StreamBroken as broken:
+        raise broken.error from broken
+
+
+async def _stream(
+    request: web.Request,
+    req: ModelRequest,
+    route: ModelRoute,
+    endpoint: Endpoint,
+    outcome: Outcome,
+    started: float,
+    first: bytes,
+    events: AsyncIterator[bytes],
+) -> web.StreamResponse:
+    out = web.StreamResponse(
+        headers={
+            **_headers(request, outcome),
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+        }
+    )
+    await out.prepare(request)
+    outcome.ttft_s = time.perf_counter() - started
+    try:
+        await _relay(first, events, out, req, outcome)
+        await out.write_eof()
+    except _StreamBroken as broken:
+        # Bytes already reached the client: the only honest ending is an error event.
+        logger.warning("request %s: %s", request[REQUEST_ID], broken.error.message)
+        endpoint.failed(time.monotonic())
+        outcome.status = broken.error.status
+        await _write_quietly(out, b"data: " + orjson.dumps(broken.error.body()) + b"\n\n")
+        return out
+    except ConnectionResetError:
+        endpoint.abandoned()
+        outcome.status = CLIENT_CLOSED
+        return out
+    endpoint.succeeded(outcome.ttft_s)
+    return out
 
 
 async def _write_quietly(out: web.StreamResponse, data: bytes) -> None:
@@ -190,29 +303,20 @@ async def _write_quietly(out: web.StreamResponse, data: bytes) -> None:
         pass
 
 
-async def _relay_events(
-    lines_in: AsyncIterator[bytes],
+async def _relay(
+    first: bytes,
+    events: AsyncIterator[bytes],
     out: web.StreamResponse,
     req: ModelRequest,
     outcome: Outcome,
-    started: float,
 ) -> None:
-    """Pass each server-sent event on as soon as it is complete; read usage on the way."""
-    lines: list[bytes] = []
-    async for line in lines_in:
-        if line not in (b"\n", b"\r\n"):
-            lines.append(line)
-            continue
-        event = b"".join(lines) + line
-        lines.clear()
+    """Pass each event on as soon as it is whole; read usage on the way."""
+    event: bytes | None = first
+    while event is not None:
         usage_only = b'"usage"' in event and _take_usage(event, outcome)
-        if usage_only and not req.wants_usage:
-            continue  # the chunk the client did not ask for
-        if outcome.ttft_s is None:
-            outcome.ttft_s = time.perf_counter() - started
-        await out.write(event)
-    if lines:
-        await out.write(b"".join(lines))
+        if not usage_only or req.wants_usage:
+            await out.write(event)
+        event = await anext(events, None)
 
 
 def _take_usage(event: bytes, outcome: Outcome) -> bool:
@@ -235,13 +339,13 @@ def _take_usage(event: bytes, outcome: Outcome) -> bool:
 async def _account(
     request: web.Request,
     req: ModelRequest,
-    route: ModelRoute,
     plan: Plan,
     outcome: Outcome,
     duration_s: float,
 ) -> None:
     app = request.app
     identity = request[IDENTITY]
+    route = outcome.route
     usage = outcome.usage or Usage()
     cost = usage.cost(route.pricing)
     now = app[SETTINGS].clock()
@@ -265,7 +369,7 @@ async def _account(
         tenant=identity.tenant.id,
         key_name=identity.key_name,
         model=route.name,
-        endpoint=req.endpoint.label,
+        endpoint=req.operation.label,
         status=outcome.status,
         usage=usage,
         cost_usd=cost,
@@ -277,14 +381,16 @@ async def _account(
     app[LEDGER].record(record)
     if app[SETTINGS].access_log:
         logger.info(
-            "request %s tenant=%s user=%s model=%s endpoint=%s status=%d in=%d out=%d "
-            "cost=%s duration=%.3fs",
+            "request %s tenant=%s user=%s model=%s route=%r endpoint=%s status=%d "
+            "attempts=%d in=%d out=%d cost=%s duration=%.3fs",
             record.request_id,
             record.tenant,
             identity.user,
             record.model,
+            "; ".join(outcome.steps),
             record.endpoint,
             record.status,
+            outcome.attempts,
             usage.input_tokens,
             usage.output_tokens,
             record.cost_usd,

@@ -29,6 +29,18 @@ class GatewaySettings:
     redis_failure_policy: Literal["fail-open", "fail-closed"] = "fail-open"
     """What happens while Redis is unreachable (see llmrouter.gateway.state.resilient)."""
 
+    max_attempts: int = 3
+    """Endpoints and fallback models one request may try before it fails."""
+
+    breaker_failures: int = 5
+    """Consecutive failures of an endpoint that open its circuit breaker."""
+
+    breaker_cooldown_s: float = 10.0
+    """How long an open breaker keeps requests away before one probe may try."""
+
+    poll_interval_s: float = 1.0
+    """How often llama-servers are asked for their load (/metrics) and health."""
+
     jwks_min_refresh_s: float = 10.0
     """An OIDC token with an unknown key id refetches the issuer's keys at most this often."""
 

@@ -10,7 +10,13 @@ import orjson
 
 from llmrouter.gateway.config import ModelRoute, Upstream
 from llmrouter.gateway.credentials import CredentialSource, env_var_name
-from llmrouter.gateway.errors import GatewayError, UpstreamFailed, UpstreamTimeout
+from llmrouter.gateway.errors import (
+    GatewayError,
+    UpstreamBusy,
+    UpstreamFailed,
+    UpstreamMisconfigured,
+    UpstreamTimeout,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -31,10 +37,11 @@ class UpstreamClient:
         *,
         stream: bool,
         request_id: str,
+        deadline_s: float | None = None,
     ) -> aiohttp.ClientResponse:
         """POST ``body`` and return the open 2xx response; anything else raises."""
         if upstream.protocol != "openai":
-            raise UpstreamFailed(
+            raise UpstreamMisconfigured(
                 f"model {route.name!r}: provider protocol {upstream.protocol!r} is not "
                 "supported by this gateway version",
                 code="provider_not_supported",
@@ -55,14 +62,15 @@ class UpstreamClient:
                     upstream.credential.key,
                     env_var_name(upstream.credential),
                 )
-                raise UpstreamFailed(
+                raise UpstreamMisconfigured(
                     f"model {route.name!r} has no provider credential configured",
                     code="upstream_credential_missing",
                 )
             headers["Authorization"] = f"Bearer {secret}"
         t = route.timeouts
+        total = t.total_s if deadline_s is None else max(0.001, min(t.total_s, deadline_s))
         timeout = aiohttp.ClientTimeout(
-            total=t.total_s,
+            total=total,
             sock_connect=t.connect_s,
             # Streams: no byte for first_token seconds means the server stalled.
             sock_read=t.first_token_s if stream else None,
@@ -94,7 +102,7 @@ async def _translate_status(route: ModelRoute, resp: aiohttp.ClientResponse) -> 
     logger.warning("model %s: upstream answered %d: %s", route.name, resp.status, message)
     if resp.status in (401, 403):
         # The upstream refused the gateway's own credential: not the client's doing.
-        return UpstreamFailed(
+        return UpstreamMisconfigured(
             f"model {route.name!r}: upstream refused the gateway's credentials",
             code="upstream_auth_failed",
         )
@@ -102,12 +110,7 @@ async def _translate_status(route: ModelRoute, resp: aiohttp.ClientResponse) -> 
         headers = (
             {"Retry-After": resp.headers["Retry-After"]} if "Retry-After" in resp.headers else {}
         )
-        return GatewayError(
-            f"model {route.name!r} is busy: {message}",
-            status=429,
-            code="upstream_rate_limited",
-            headers=headers,
-        )
+        return UpstreamBusy(f"model {route.name!r} is busy: {message}", headers=headers)
     if 400 <= resp.status < 500:
         err = GatewayError(message, status=resp.status, code="upstream_rejected")
         err.type = "invalid_request_error"

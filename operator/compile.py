@@ -19,6 +19,7 @@ from llmrouter.gateway.config import (
     ModelRoute,
     OIDCProvider,
     Pricing,
+    RoutingRule,
     TenantPolicy,
     Timeouts,
     Upstream,
@@ -146,6 +147,7 @@ def _model_route(md: ModelDeployment, endpoints: Mapping[str, list[str]]) -> Mod
             output_per_million_usd=Decimal(spec.pricing.output_per_million),
         ),
         fallbacks=tuple(spec.fallbacks),
+        slots=spec.llamacpp.parallel if spec.llamacpp else None,
         timeouts=Timeouts(
             connect_s=parse_duration(spec.timeouts.connect),
             first_token_s=parse_duration(spec.timeouts.first_token),
@@ -240,9 +242,51 @@ def _tenant_policy(
         )
         if oidc
         else None,
+        rules=_rules(tenant, owners, allowed, problems),
         department=tenant.spec.cost_center.department,
         project=tenant.spec.cost_center.project,
     )
+
+
+def _rules(
+    tenant: Tenant,
+    owners: Mapping[str, ModelDeployment],
+    allowed: set[str],
+    problems: list[Problem],
+) -> tuple[RoutingRule, ...]:
+    rules = []
+    for i, rule in enumerate(tenant.spec.routing.rules):
+        where = f"spec.routing.rules[{i}]"
+        target = owners.get(rule.model)
+        if target is None or target.served_name not in allowed:
+            problems.append(
+                Problem(
+                    tenant.ref,
+                    f"{where}.model",
+                    f"{rule.model!r} is not a model this tenant may use",
+                )
+            )
+            continue
+        requested = None
+        if rule.match.model is not None:
+            source = owners.get(rule.match.model)
+            if source is None:
+                problems.append(
+                    Problem(
+                        tenant.ref, f"{where}.match.model", f"unknown model {rule.match.model!r}"
+                    )
+                )
+                continue
+            requested = source.served_name
+        rules.append(
+            RoutingRule(
+                task_type=rule.match.task_type,
+                requested=requested,
+                metadata=dict(sorted(rule.match.metadata.items())),
+                target=target.served_name,
+            )
+        )
+    return tuple(rules)
 
 
 def _limits(spec: LimitsSpec) -> Limits:

@@ -79,6 +79,33 @@ class OIDCAuth(SpecModel):
     )
 
 
+class RuleMatch(SpecModel):
+    """What a request must carry for a rule to apply; every field given must match."""
+
+    task_type: Annotated[str, Field(min_length=1, max_length=63)] | None = Field(
+        None, description="From the x-llmrouter-task-type header or body metadata.task_type."
+    )
+    model: Annotated[str, Field(pattern=ALLOWED_MODEL)] | None = Field(
+        None, description="The name the client asked for (a model or alias)."
+    )
+    metadata: dict[str, str] = Field(
+        default_factory=dict, description="Entries the request's body metadata must have."
+    )
+
+
+class RoutingRule(SpecModel):
+    match: RuleMatch
+    model: Annotated[str, Field(pattern=MODEL_NAME)] = Field(
+        description="The model to call instead; the tenant must be allowed to use it."
+    )
+
+
+class Routing(SpecModel):
+    rules: list[RoutingRule] = Field(
+        default_factory=list, description="Tried in order; the first that matches wins."
+    )
+
+
 class Auth(SpecModel):
     oidc: OIDCAuth | None = None
 
@@ -104,6 +131,7 @@ class TenantSpec(SpecModel):
     limits: Limits = Field(default_factory=Limits)
     budget: Budget | None = None
     auth: Auth = Field(default_factory=Auth)
+    routing: Routing = Field(default_factory=Routing)
     cost_center: CostCenter = Field(default_factory=CostCenter)
 
     @field_validator("api_keys")

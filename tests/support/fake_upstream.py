@@ -137,6 +137,9 @@ class FakeUpstream:
         await resp.prepare(request)
         for i in range(b.chunks):
             if b.break_stream_after is not None and i >= b.break_stream_after:
+                # Let the client read what was sent: aiohttp drops buffered bytes once it
+                # sees the connection end mid-body.
+                await asyncio.sleep(0.1)
                 assert request.transport is not None
                 request.transport.close()
                 return resp

@@ -23,8 +23,9 @@ from llmrouter.gateway.errors import (
     ModelNotFound,
     PermissionDenied,
 )
-from llmrouter.gateway.openai_request import Endpoint, parse_request, resolve_model, upstream_body
+from llmrouter.gateway.openai_request import Operation, parse_request, upstream_body
 from llmrouter.gateway.roles import MODELS_INVOKE
+from llmrouter.gateway.routing import resolve
 from llmrouter.gateway.usage import Usage
 
 TIMEOUTS = Timeouts(connect_s=1, first_token_s=1, total_s=1)
@@ -68,14 +69,15 @@ def test_authenticate_finds_the_key_by_hash() -> None:
 
 def test_resolve_through_alias_and_hide_other_models() -> None:
     tenant = CONFIG.tenants["ns/t"]
-    assert resolve_model(CONFIG, tenant, "fast").name == "a"
+    resolution = resolve(CONFIG, tenant, "fast", {}, {})
+    assert (resolution.route.name, resolution.steps) == ("a", ("alias fast->a",))
     with pytest.raises(ModelNotFound):
-        resolve_model(CONFIG, tenant, "b")
+        resolve(CONFIG, tenant, "b", {}, {})
 
 
 def test_body_is_forwarded_untouched_unless_something_must_change() -> None:
     raw = b'{"model": "b", "messages": [{"role": "user", "content": "hi"}]}'
-    req = parse_request(Endpoint.CHAT, raw)
+    req = parse_request(Operation.CHAT, raw)
     assert upstream_body(req, CONFIG.models["b"].upstreams[0]) is raw
     renamed = upstream_body(req, CONFIG.models["a"].upstreams[0])
     assert b'"model":"provider-a"' in renamed
@@ -83,7 +85,7 @@ def test_body_is_forwarded_untouched_unless_something_must_change() -> None:
 
 def test_stream_asks_upstream_for_usage_keeping_client_options() -> None:
     raw = b'{"model": "b", "prompt": "x", "stream": true, "stream_options": {"foo": 1}}'
-    req = parse_request(Endpoint.COMPLETIONS, raw)
+    req = parse_request(Operation.COMPLETIONS, raw)
     assert req.stream and not req.wants_usage
     body = upstream_body(req, CONFIG.models["b"].upstreams[0])
     assert b'"stream_options":{"foo":1,"include_usage":true}' in body
@@ -91,7 +93,7 @@ def test_stream_asks_upstream_for_usage_keeping_client_options() -> None:
 
 def test_embeddings_cannot_stream() -> None:
     with pytest.raises(InvalidRequest, match="does not stream"):
-        parse_request(Endpoint.EMBEDDINGS, b'{"model": "b", "input": "x", "stream": true}')
+        parse_request(Operation.EMBEDDINGS, b'{"model": "b", "input": "x", "stream": true}')
 
 
 def test_cost_is_exact_decimal() -> None:
