@@ -46,7 +46,7 @@ def resolve(
             continue
         steps.append(f"rule {i}->{rule.target}")
         return Resolution(config.models[rule.target], tuple(steps))
-    return Resolution(requested, tuple(steps) or ("direct",))
+    return Resolution(requested, tuple(steps))
 
 
 def fallback_chain(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,8 @@ class Behaviour:
     break_stream_after: int | None = None
     """Drop the connection after this many stream chunks."""
     retry_after: str | None = None
+    fail_ratio: float = 0.0
+    """Share of requests answered with 500, drawn from a seeded generator."""
 
 
 @dataclass
@@ -39,10 +42,14 @@ class FakeUpstream:
     behaviour: Behaviour = field(default_factory=Behaviour)
     seen: list[Seen] = field(default_factory=list)
     url: str = ""
+    in_flight: int = 0
+    peak_in_flight: int = 0
+    rng: random.Random = field(default_factory=lambda: random.Random(7))
 
     def reset(self) -> None:
         self.behaviour = Behaviour()
         self.seen.clear()
+        self.peak_in_flight = 0
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -60,12 +67,18 @@ class FakeUpstream:
         self.seen.append(Seen(request.path, dict(request.headers), body))
         b = self.behaviour
         if b.delay_s:
-            await asyncio.sleep(b.delay_s)
-        if b.status != 200:
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+            try:
+                await asyncio.sleep(b.delay_s)
+            finally:
+                self.in_flight -= 1
+        if b.status != 200 or (b.fail_ratio and self.rng.random() < b.fail_ratio):
             headers = {"Retry-After": b.retry_after} if b.retry_after else None
+            status = b.status if b.status != 200 else 500
             return body, web.json_response(
-                {"error": {"message": f"injected failure {b.status}", "type": "server_error"}},
-                status=b.status,
+                {"error": {"message": f"injected failure {status}", "type": "server_error"}},
+                status=status,
                 headers=headers,
             )
         return body, None
@@ -198,7 +211,8 @@ class UpstreamThread:
         return self.fake
 
     async def _start(self) -> int:
-        self._runner = web.AppRunner(self.fake.app())
+        # Hung handlers (injected delays) must not hold up the end of a test.
+        self._runner = web.AppRunner(self.fake.app(), shutdown_timeout=0.1)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
