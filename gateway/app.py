@@ -12,12 +12,14 @@ from aiohttp import web
 from llmrouter.gateway import middleware
 from llmrouter.gateway.admin import admin_routes
 from llmrouter.gateway.budget import BudgetMonitor
+from llmrouter.gateway.cache import MemoryCache, RedisCache
 from llmrouter.gateway.credentials import CredentialSource, EnvCredentials
 from llmrouter.gateway.endpoint_table import EndpointTable, poll_once
 from llmrouter.gateway.endpoints import BreakerSettings
 from llmrouter.gateway.handlers import routes
 from llmrouter.gateway.keys import (
     BUDGETS,
+    CACHE,
     CREDENTIALS,
     ENDPOINTS,
     HTTP_SESSION,
@@ -63,6 +65,11 @@ def create_app(
         BreakerSettings(settings.breaker_failures, settings.breaker_cooldown_s)
     )
     app[METRICS].watch_endpoints(app[ENDPOINTS])
+    app[CACHE] = (
+        RedisCache(settings.state_url)
+        if settings.state_url
+        else MemoryCache(settings.cache_max_entries)
+    )
     _report_state(app)
     app.add_routes(routes)
     app.add_routes(admin_routes)
@@ -107,6 +114,7 @@ async def _poll_endpoints(app: web.Application) -> AsyncIterator[None]:
 
 async def _close_state(app: web.Application) -> None:
     await app[STATE].close()
+    await app[CACHE].close()
 
 
 async def _upstream_session(app: web.Application) -> AsyncIterator[None]:

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from llmrouter.gateway.auth import Identity
 from llmrouter.gateway.budget import BudgetMonitor
+from llmrouter.gateway.cache import ResponseCache
 from llmrouter.gateway.config import GatewayConfig
 from llmrouter.gateway.credentials import CredentialSource
 from llmrouter.gateway.endpoint_table import EndpointTable
@@ -28,6 +29,7 @@ UPSTREAM = web.AppKey("upstream", UpstreamClient)
 STATE = web.AppKey("state", StateStore)
 JWKS = web.AppKey("jwks", JWKSCache)
 ENDPOINTS = web.AppKey("endpoints", EndpointTable)
+CACHE = web.AppKey("cache", ResponseCache)
 BUDGETS = web.AppKey("budgets", BudgetMonitor)
 
 # Per request, set by the middlewares.

@@ -19,6 +19,7 @@ import orjson
 from aiohttp import web
 
 from llmrouter.gateway.admission import estimate_tokens, plan_admission, refusal_error
+from llmrouter.gateway.cache import CACHE_HEADER, cache_key, cacheable
 from llmrouter.gateway.config import GatewayConfig, ModelRoute
 from llmrouter.gateway.endpoints import Endpoint, choose
 from llmrouter.gateway.errors import (
@@ -30,6 +31,7 @@ from llmrouter.gateway.errors import (
 )
 from llmrouter.gateway.keys import (
     BUDGETS,
+    CACHE,
     CONFIG,
     ENDPOINTS,
     IDENTITY,
@@ -62,6 +64,8 @@ class Outcome:
     attempts: int = 0
     committed: bool = False
     """The first byte went to the client: no more retries."""
+    cache: str | None = None
+    """``hit`` or ``miss`` for a cacheable request."""
 
 
 async def handle_model_request(request: web.Request, operation: Operation) -> web.StreamResponse:
@@ -73,7 +77,19 @@ async def handle_model_request(request: web.Request, operation: Operation) -> we
     plan = await _admit(request, req)
     outcome = Outcome(route=resolution.route, steps=list(resolution.steps))
     try:
-        return await _attempt(request, req, outcome, started)
+        key = _cache_key(request, req, resolution.route)
+        if key is not None:
+            cached = await request.app[CACHE].get(key)
+            if cached is not None:
+                outcome.cache = "hit"
+                return web.Response(
+                    body=cached, content_type="application/json", headers=_headers(request, outcome)
+                )
+            outcome.cache = "miss"
+        answer = await _attempt(request, req, outcome, started)
+        if key is not None and outcome.route is resolution.route:
+            await _cache_put(request, key, answer)
+        return answer
     except GatewayError as exc:
         outcome.status = exc.status
         raise
@@ -191,11 +207,28 @@ async def _try_endpoint(
 
 
 def _headers(request: web.Request, outcome: Outcome) -> dict[str, str]:
-    return {
+    headers = {
         "x-llmrouter-model": outcome.route.name,
         "x-llmrouter-route": "; ".join(outcome.steps) or "direct",
         "x-request-id": request[REQUEST_ID],
     }
+    if outcome.cache is not None:
+        headers[CACHE_HEADER] = outcome.cache
+    return headers
+
+
+def _cache_key(request: web.Request, req: ModelRequest, route: ModelRoute) -> str | None:
+    if request.app[SETTINGS].cache_ttl_s <= 0 or not cacheable(req, request.headers):
+        return None
+    return cache_key(request[IDENTITY].tenant.id, route.name, req)
+
+
+async def _cache_put(request: web.Request, key: str, answer: web.StreamResponse) -> None:
+    settings = request.app[SETTINGS]
+    if isinstance(answer, web.Response) and answer.status == 200:
+        body = answer.body
+        if isinstance(body, bytes) and len(body) <= settings.cache_max_bytes:
+            await request.app[CACHE].put(key, body, settings.cache_ttl_s)
 
 
 async def _complete(

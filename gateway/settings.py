@@ -41,6 +41,15 @@ class GatewaySettings:
     poll_interval_s: float = 1.0
     """How often llama-servers are asked for their load (/metrics) and health."""
 
+    cache_ttl_s: float = 300.0
+    """How long a cached response is served; 0 turns the response cache off."""
+
+    cache_max_entries: int = 10_000
+    """Entries the in-memory cache keeps (with Redis state, the cache is in Redis)."""
+
+    cache_max_bytes: int = 1024 * 1024
+    """Larger responses are not cached."""
+
     jwks_min_refresh_s: float = 10.0
     """An OIDC token with an unknown key id refetches the issuer's keys at most this often."""
 

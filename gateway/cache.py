@@ -1,0 +1,104 @@
+"""The response cache: exact matches of deterministic requests, per tenant and model.
+
+A request is cached when it cannot stream and is deterministic (``temperature: 0``, or
+embeddings), or when the client opts in with ``x-llmrouter-cache: use``; the client opts out
+with ``x-llmrouter-cache: bypass`` or ``Cache-Control: no-cache``. The key holds the tenant,
+so an answer never crosses tenants. A hit is answered without calling a model and costs
+nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Protocol
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from llmrouter.gateway.openai_request import ModelRequest, Operation
+
+CACHE_HEADER = "x-llmrouter-cache"
+_IGNORED_FIELDS = ("user", "metadata", "stream", "stream_options")
+
+
+def cacheable(req: ModelRequest, headers: Mapping[str, str]) -> bool:
+    choice = headers.get(CACHE_HEADER, "").lower()
+    if choice == "bypass" or "no-cache" in headers.get("Cache-Control", ""):
+        return False
+    if req.stream:
+        return False
+    if choice == "use":
+        return True
+    return req.operation is Operation.EMBEDDINGS or req.body.get("temperature") == 0
+
+
+def cache_key(tenant: str, model: str, req: ModelRequest) -> str:
+    body = {k: v for k, v in req.body.items() if k not in _IGNORED_FIELDS and k != "model"}
+    canonical = orjson.dumps(
+        [tenant, model, req.operation.value, body], option=orjson.OPT_SORT_KEYS
+    )
+    return "llmrouter:cache:" + hashlib.sha256(canonical).hexdigest()
+
+
+class ResponseCache(Protocol):
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def put(self, key: str, value: bytes, ttl_s: float) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryCache:
+    """Least recently used entries first out, past ``max_entries``."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self._max = max_entries
+        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+
+    async def get(self, key: str) -> bytes | None:
+        found = self._entries.get(key)
+        if found is None:
+            return None
+        expires_at, value = found
+        if expires_at <= time.monotonic():
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return value
+
+    async def put(self, key: str, value: bytes, ttl_s: float) -> None:
+        self._entries[key] = (time.monotonic() + ttl_s, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+    async def close(self) -> None:
+        self._entries.clear()
+
+
+class RedisCache:
+    """Shared by every replica. A cache that cannot answer is a miss, never an error."""
+
+    def __init__(self, url: str, timeout_s: float = 0.2) -> None:
+        self._redis = aioredis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+
+    async def get(self, key: str) -> bytes | None:
+        try:
+            value = await self._redis.get(key)
+        except (RedisError, OSError):
+            return None
+        return bytes(value) if value is not None else None
+
+    async def put(self, key: str, value: bytes, ttl_s: float) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.set(key, value, px=max(1, int(ttl_s * 1000)))
+
+    async def close(self) -> None:
+        await self._redis.aclose()
