@@ -94,7 +94,7 @@ class RedisCache:
             value = await self._redis.get(key)
         except (RedisError, OSError):
             return None
-        return bytes(value) if value is not None else None
+        return value if isinstance(value, bytes) else None
 
     async def put(self, key: str, value: bytes, ttl_s: float) -> None:
         with contextlib.suppress(RedisError, OSError):
