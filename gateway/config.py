@@ -39,6 +39,8 @@ class Upstream(_Frozen):
         None, description="The model name the upstream expects; None sends the served name."
     )
     credential: CredentialRef | None = None
+    deployment: str | None = Field(None, description="Azure OpenAI: the deployment name.")
+    api_version: str | None = Field(None, description="Azure OpenAI: the api-version.")
 
 
 class Timeouts(_Frozen):

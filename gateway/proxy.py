@@ -42,8 +42,9 @@ from llmrouter.gateway.keys import (
     STATE,
     UPSTREAM,
 )
-from llmrouter.gateway.openai_request import ModelRequest, Operation, parse_request, upstream_body
+from llmrouter.gateway.openai_request import ModelRequest, Operation, parse_request
 from llmrouter.gateway.periods import day_id, month_id
+from llmrouter.gateway.providers import Adapter, StreamTranslator, adapter_for
 from llmrouter.gateway.roles import MODELS_INVOKE
 from llmrouter.gateway.routing import fallback_chain, resolve
 from llmrouter.gateway.state import Plan, Settlement, StateUnavailable, to_nano
@@ -177,18 +178,20 @@ async def _try_endpoint(
         resp = await request.app[UPSTREAM].post(
             route,
             upstream,
-            req.operation.value,
-            upstream_body(req, upstream),
-            stream=req.stream,
+            req,
             request_id=request[REQUEST_ID],
             deadline_s=deadline - time.perf_counter(),
         )
+        adapter = adapter_for(upstream.protocol)
         async with resp:
             if not req.stream:
-                answer = await _complete(request, route, resp, outcome)
+                answer = await _complete(request, req, route, adapter, resp, outcome)
                 endpoint.succeeded(time.perf_counter() - attempt_started)
                 return answer
             events = _events(route, resp)
+            translator = adapter.stream(req)
+            if translator is not None:
+                events = _translated(events, translator)
             first = await _first_event(route, events)
             outcome.committed = True
             return await _stream(request, req, route, endpoint, outcome, started, first, events)
@@ -232,7 +235,12 @@ async def _cache_put(request: web.Request, key: str, answer: web.StreamResponse)
 
 
 async def _complete(
-    request: web.Request, route: ModelRoute, resp: aiohttp.ClientResponse, outcome: Outcome
+    request: web.Request,
+    req: ModelRequest,
+    route: ModelRoute,
+    adapter: Adapter,
+    resp: aiohttp.ClientResponse,
+    outcome: Outcome,
 ) -> web.Response:
     try:
         raw = await resp.read()
@@ -240,6 +248,7 @@ async def _complete(
         raise UpstreamTimeout(f"model {route.name!r}: upstream did not finish in time") from exc
     except aiohttp.ClientError as exc:
         raise UpstreamFailed(f"model {route.name!r}: upstream connection failed") from exc
+    raw = adapter.response(raw, req)
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -276,6 +285,19 @@ async def _events(route: ModelRoute, resp: aiohttp.ClientResponse) -> AsyncItera
         ) from exc
     if lines:
         yield b"".join(lines)
+
+
+async def _translated(
+    events: AsyncIterator[bytes], translator: StreamTranslator
+) -> AsyncIterator[bytes]:
+    """A provider's events as OpenAI's; a provider's error event breaks the stream."""
+    async for event in events:
+        try:
+            out = translator.feed(event)
+        except GatewayError as exc:
+            raise _StreamBroken(exc) from exc
+        for translated in out:
+            yield translated
 
 
 async def _first_event(route: ModelRoute, events: AsyncIterator[bytes]) -> bytes:

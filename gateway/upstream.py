@@ -17,6 +17,8 @@ from llmrouter.gateway.errors import (
     UpstreamMisconfigured,
     UpstreamTimeout,
 )
+from llmrouter.gateway.openai_request import ModelRequest
+from llmrouter.gateway.providers import adapter_for
 
 logger = logging.getLogger(__name__)
 
@@ -32,50 +34,29 @@ class UpstreamClient:
         self,
         route: ModelRoute,
         upstream: Upstream,
-        path: str,
-        body: bytes,
+        req: ModelRequest,
         *,
-        stream: bool,
         request_id: str,
         deadline_s: float | None = None,
     ) -> aiohttp.ClientResponse:
-        """POST ``body`` and return the open 2xx response; anything else raises."""
-        if upstream.protocol != "openai":
-            raise UpstreamMisconfigured(
-                f"model {route.name!r}: provider protocol {upstream.protocol!r} is not "
-                "supported by this gateway version",
-                code="provider_not_supported",
-                status=501,
-            )
+        """Send ``req`` in the upstream's own shape; return the open 2xx response."""
+        adapter = adapter_for(upstream.protocol)
+        url = adapter.url(upstream, req.operation)
+        body = adapter.body(req, upstream)
         headers = {
             "Content-Type": "application/json",
             "Accept-Encoding": "identity",
             "X-Request-Id": request_id,
+            **adapter.headers(self._secret(route, upstream)),
         }
-        if upstream.credential is not None:
-            secret = self._credentials.get(upstream.credential)
-            if secret is None:
-                logger.error(
-                    "model %s: credential %s/%s not found (standalone: set %s)",
-                    route.name,
-                    upstream.credential.secret,
-                    upstream.credential.key,
-                    env_var_name(upstream.credential),
-                )
-                raise UpstreamMisconfigured(
-                    f"model {route.name!r} has no provider credential configured",
-                    code="upstream_credential_missing",
-                )
-            headers["Authorization"] = f"Bearer {secret}"
         t = route.timeouts
         total = t.total_s if deadline_s is None else max(0.001, min(t.total_s, deadline_s))
         timeout = aiohttp.ClientTimeout(
             total=total,
             sock_connect=t.connect_s,
             # Streams: no byte for first_token seconds means the server stalled.
-            sock_read=t.first_token_s if stream else None,
+            sock_read=t.first_token_s if req.stream else None,
         )
-        url = upstream.base_url + path
         try:
             resp = await self._session.post(url, data=body, headers=headers, timeout=timeout)
         except TimeoutError as exc:
@@ -91,6 +72,24 @@ class UpstreamClient:
             finally:
                 resp.release()
         return resp
+
+    def _secret(self, route: ModelRoute, upstream: Upstream) -> str | None:
+        if upstream.credential is None:
+            return None
+        secret = self._credentials.get(upstream.credential)
+        if secret is None:
+            logger.error(
+                "model %s: credential %s/%s not found (standalone: set %s)",
+                route.name,
+                upstream.credential.secret,
+                upstream.credential.key,
+                env_var_name(upstream.credential),
+            )
+            raise UpstreamMisconfigured(
+                f"model {route.name!r} has no provider credential configured",
+                code="upstream_credential_missing",
+            )
+        return secret
 
 
 async def _translate_status(route: ModelRoute, resp: aiohttp.ClientResponse) -> GatewayError:

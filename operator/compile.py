@@ -129,6 +129,8 @@ def _model_route(md: ModelDeployment, endpoints: Mapping[str, list[str]]) -> Mod
                 protocol="openai" if ext.provider == "openai-compatible" else ext.provider,
                 model=ext.model,
                 credential=CredentialRef(secret=secret.name, key=secret.key) if secret else None,
+                deployment=ext.deployment,
+                api_version=ext.api_version,
             ),
         )
     else:

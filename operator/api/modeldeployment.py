@@ -78,13 +78,37 @@ class SecretKeyRef(SpecModel):
     key: Annotated[str, Field(pattern=r"^[-._a-zA-Z0-9]+$")]
 
 
-class ExternalSpec(SpecModel):
+class ExternalSpec(
+    SpecModel,
+    json_schema_extra=schema_extra(
+        **{
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.provider != 'azure-openai' || has(self.apiVersion)",
+                    "message": "provider azure-openai needs apiVersion",
+                }
+            ],
+        }
+    ),
+):
     """A model served outside the cluster by a provider's API."""
 
     provider: Provider
     base_url: Annotated[str, Field(alias="baseURL", pattern=URL_PATTERN)]
     model: Annotated[str, Field(min_length=1, description="The provider's model name.")]
     api_key_secret_ref: SecretKeyRef | None = None
+    deployment: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")] | None = Field(
+        None, description="Azure OpenAI: the deployment's name (default: model)."
+    )
+    api_version: (
+        Annotated[str, Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(-preview)?$")] | None
+    ) = Field(None, description="Azure OpenAI: the api-version, e.g. 2024-10-21.")
+
+    @model_validator(mode="after")
+    def _azure_needs_api_version(self) -> ExternalSpec:
+        if self.provider == "azure-openai" and self.api_version is None:
+            raise ValueError("provider azure-openai needs apiVersion")
+        return self
 
 
 class Pricing(SpecModel):

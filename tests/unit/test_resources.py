@@ -58,6 +58,8 @@ def test_examples_load() -> None:
         ({"external": EXTERNAL, "timeouts": {"total": "0s"}}, "must be greater than zero"),
         ({"external": EXTERNAL, "pricing": {"inputPerMillion": "-1"}}, "should match pattern"),
         ({"external": EXTERNAL, "typo": 1}, "Extra inputs are not permitted"),
+        ({"external": {**EXTERNAL, "provider": "azure-openai"}}, "azure-openai needs apiVersion"),
+        ({"external": {**EXTERNAL, "apiVersion": "latest"}}, "should match pattern"),
     ],
 )
 def test_invalid_model_deployments_are_refused(spec: dict[str, Any], message: str) -> None:

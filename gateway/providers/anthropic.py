@@ -1,0 +1,252 @@
+"""Anthropic's Messages API behind the OpenAI chat API, whole and streamed."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from llmrouter.gateway.config import Upstream
+from llmrouter.gateway.errors import InvalidRequest, UpstreamFailed
+from llmrouter.gateway.openai_request import ModelRequest, Operation
+
+API_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 4096
+FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+
+class AnthropicAdapter:
+    def url(self, upstream: Upstream, operation: Operation) -> str:
+        if operation is not Operation.CHAT:
+            raise InvalidRequest(
+                f"Anthropic models serve chat completions only, not {operation.value}",
+                code="unsupported_operation",
+            )
+        return upstream.base_url + "/messages"
+
+    def headers(self, secret: str | None) -> dict[str, str]:
+        headers = {"anthropic-version": API_VERSION}
+        if secret:
+            headers["x-api-key"] = secret
+        return headers
+
+    def body(self, req: ModelRequest, upstream: Upstream) -> bytes:
+        return orjson.dumps(to_messages_request(req.body, upstream.model or req.model))
+
+    def response(self, raw: bytes, req: ModelRequest) -> bytes:
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamFailed("Anthropic answered with invalid JSON") from exc
+        return orjson.dumps(to_chat_completion(doc))
+
+    def stream(self, req: ModelRequest) -> ChunkTranslator:
+        return ChunkTranslator(include_usage=req.wants_usage)
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def _blocks(content: Any) -> str | list[dict[str, Any]]:
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise InvalidRequest(
+            "message content must be a string or an array of parts", param="messages"
+        )
+    blocks: list[dict[str, Any]] = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            blocks.append({"type": "text", "text": part.get("text", "")})
+        elif kind == "image_url":
+            url = (part.get("image_url") or {}).get("url", "")
+            if url.startswith("data:") and ";base64," in url:
+                media, data = url[5:].split(";base64,", 1)
+                source = {"type": "base64", "media_type": media, "data": data}
+            else:
+                source = {"type": "url", "url": url}
+            blocks.append({"type": "image", "source": source})
+        else:
+            raise InvalidRequest(
+                f"content part {kind!r} cannot be sent to an Anthropic model", param="messages"
+            )
+    return blocks
+
+
+def to_messages_request(body: dict[str, Any], model: str) -> dict[str, Any]:
+    """An OpenAI chat request as an Anthropic Messages request."""
+    if body.get("tools") or body.get("functions"):
+        raise InvalidRequest(
+            "tool calls are not translated for Anthropic models yet", param="tools"
+        )
+    system: list[str] = []
+    messages: list[dict[str, Any]] = []
+    for message in body["messages"]:
+        if not isinstance(message, dict):
+            raise InvalidRequest("each message must be an object", param="messages")
+        role = message.get("role")
+        if role in ("system", "developer"):
+            system.append(_text_of(message.get("content")))
+        elif role in ("user", "assistant"):
+            messages.append({"role": role, "content": _blocks(message.get("content", ""))})
+        else:
+            raise InvalidRequest(
+                f"messages with role {role!r} cannot be sent to an Anthropic model",
+                param="messages",
+            )
+    out: dict[str, Any] = {
+        "model": model,
+        "messages": messages,
+        "max_tokens": body.get("max_completion_tokens")
+        or body.get("max_tokens")
+        or DEFAULT_MAX_TOKENS,
+    }
+    if system:
+        out["system"] = "\n\n".join(system)
+    for name in ("temperature", "top_p", "stream"):
+        if name in body:
+            out[name] = body[name]
+    stop = body.get("stop")
+    if stop:
+        out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    if isinstance(body.get("user"), str):
+        out["metadata"] = {"user_id": body["user"]}
+    return out
+
+
+def _usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": input_tokens,
+        "completion_tokens": output_tokens,
+        "total_tokens": input_tokens + output_tokens,
+    }
+
+
+def _input_tokens(usage: dict[str, Any]) -> int:
+    # Cached prompt tokens are reported apart; OpenAI's prompt_tokens counts them all.
+    return sum(
+        int(usage.get(k) or 0)
+        for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    )
+
+
+def to_chat_completion(doc: dict[str, Any]) -> dict[str, Any]:
+    """An Anthropic Messages response as an OpenAI chat completion."""
+    text = "".join(b.get("text", "") for b in doc.get("content", []) if b.get("type") == "text")
+    usage = doc.get("usage") or {}
+    return {
+        "id": doc.get("id", ""),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": doc.get("model", ""),
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": FINISH_REASONS.get(doc.get("stop_reason") or "", "stop"),
+            }
+        ],
+        "usage": _usage(_input_tokens(usage), int(usage.get("output_tokens") or 0)),
+    }
+
+
+class ChunkTranslator:
+    """Anthropic stream events in, OpenAI chat.completion.chunk events out. The usage chunk
+    is always produced (the gateway accounts with it; it drops it for clients that did not
+    ask)."""
+
+    def __init__(self, include_usage: bool) -> None:
+        self.include_usage = include_usage
+        self.id = ""
+        self.model = ""
+        self.created = int(time.time())
+        self.input_tokens = 0
+        self.output_tokens = 0
+
+    def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        doc = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+            **extra,
+        }
+        return b"data: " + orjson.dumps(doc) + b"\n\n"
+
+    def feed(self, event: bytes) -> list[bytes]:
+        data = next(
+            (line[5:].strip() for line in event.splitlines() if line.startswith(b"data:")), None
+        )
+        if not data:
+            return []
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamFailed("Anthropic sent an event that is not JSON") from exc
+        kind = doc.get("type")
+        if kind == "message_start":
+            message = doc.get("message") or {}
+            self.id, self.model = message.get("id", ""), message.get("model", "")
+            self.input_tokens = _input_tokens(message.get("usage") or {})
+            return [
+                self._chunk(
+                    [
+                        {
+                            "index": 0,
+                            "delta": {"role": "assistant", "content": ""},
+                            "finish_reason": None,
+                        }
+                    ]
+                )
+            ]
+        if kind == "content_block_delta":
+            delta = doc.get("delta") or {}
+            if delta.get("type") == "text_delta":
+                return [
+                    self._chunk(
+                        [
+                            {
+                                "index": 0,
+                                "delta": {"content": delta.get("text", "")},
+                                "finish_reason": None,
+                            }
+                        ]
+                    )
+                ]
+            return []
+        if kind == "message_delta":
+            usage = doc.get("usage") or {}
+            self.output_tokens = int(usage.get("output_tokens") or self.output_tokens)
+            reason = (doc.get("delta") or {}).get("stop_reason")
+            return [
+                self._chunk(
+                    [
+                        {
+                            "index": 0,
+                            "delta": {},
+                            "finish_reason": FINISH_REASONS.get(reason or "", "stop"),
+                        }
+                    ]
+                )
+            ]
+        if kind == "message_stop":
+            usage = self._chunk([], usage=_usage(self.input_tokens, self.output_tokens))
+            return [usage, b"data: [DONE]\n\n"]
+        if kind == "error":
+            message = (doc.get("error") or {}).get("message", "error")
+            raise UpstreamFailed(f"Anthropic stream error: {message}")
+        return []  # ping, content_block_start, content_block_stop
