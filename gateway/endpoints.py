@@ -14,10 +14,11 @@ server's slots; ties go to the lower latency average.
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 
 class BreakerState(Enum):
@@ -121,13 +122,19 @@ class Endpoint:
         }
 
 
+Strategy = Literal["least-loaded", "round-robin"]
+_turns: itertools.count[int] = itertools.count()
+
+
 def choose(
     endpoints: list[Endpoint],
     now: float,
     exclude: set[str] | None = None,
     rng: random.Random | None = None,
+    strategy: Strategy = "least-loaded",
 ) -> Endpoint | None:
-    """The least loaded usable endpoint, or None when none can take a request."""
+    """The least loaded usable endpoint (or the next in turn, for round-robin), or None
+    when none can take a request."""
     candidates = [e for e in endpoints if e.usable(now) and e.url not in (exclude or set())]
     if not candidates:
         return None
@@ -135,6 +142,8 @@ def choose(
     probes = [e for e in candidates if e.state is not BreakerState.CLOSED]
     if probes:
         return probes[0]
+    if strategy == "round-robin":
+        return candidates[next(_turns) % len(candidates)]
     best = min(e.load() for e in candidates)
     tied = [e for e in candidates if e.load() == best]
     fastest = min(e.ewma_latency_s for e in tied)

@@ -138,7 +138,12 @@ async def _attempt(
             outcome.steps.append(f"fallback->{route.name} ({last.code})")
         tried: set[str] = set()
         while outcome.attempts < max_attempts and time.perf_counter() < deadline:
-            endpoint = choose(table.endpoints(config, route), time.monotonic(), tried)
+            endpoint = choose(
+                table.endpoints(config, route),
+                time.monotonic(),
+                tried,
+                strategy=app[SETTINGS].balancer,
+            )
             if endpoint is None:
                 break
             tried.add(endpoint.url)

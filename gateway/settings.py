@@ -29,6 +29,9 @@ class GatewaySettings:
     redis_failure_policy: Literal["fail-open", "fail-closed"] = "fail-open"
     """What happens while Redis is unreachable (see llmrouter.gateway.state.resilient)."""
 
+    balancer: Literal["least-loaded", "round-robin"] = "least-loaded"
+    """How an endpoint is chosen among a model's healthy ones."""
+
     max_attempts: int = 3
     """Endpoints and fallback models one request may try before it fails."""
 

@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="share limits, usage and spend through Redis (default: in memory)",
     )
     serve.add_argument(
+        "--balancer",
+        choices=["least-loaded", "round-robin"],
+        default="least-loaded",
+        help="how a model's endpoint is chosen (default: least-loaded)",
+    )
+    serve.add_argument(
         "--redis-failure-policy",
         choices=["fail-open", "fail-closed"],
         default="fail-open",
@@ -174,6 +180,7 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=args.access_log,
         state_url=args.state,
         redis_failure_policy=args.redis_failure_policy,
+        balancer=args.balancer,
     )
     app = create_app(settings, ConfigStore(config))
     app.cleanup_ctx.append(reloader(source, args.reload_interval))
