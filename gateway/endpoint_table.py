@@ -77,7 +77,9 @@ async def poll_once(session: aiohttp.ClientSession, endpoint: Endpoint) -> None:
                 return
         async with session.get(f"{root}/health", timeout=timeout) as resp:
             endpoint.reported_load = None
-            endpoint.reachable = resp.status == 200  # 503 while the model loads
+            # llama-server answers 503 while its model loads; a server without the
+            # endpoint at all (404) says nothing against itself.
+            endpoint.reachable = resp.status < 500
     except (aiohttp.ClientError, TimeoutError):
         if endpoint.reachable:
             logger.warning("model %s: endpoint %s unreachable", endpoint.model, endpoint.url)
