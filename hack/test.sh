@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: lint, types, then every test. Installs and builds what it needs
-# first (Debian packages, the virtualenv, llama-server), so it runs on a fresh machine.
+# first (Debian packages, the virtualenv, llama-server, the Kubernetes control plane), so
+# it runs on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Keep the current directory off sys.path: its `operator` folder would shadow the stdlib.
@@ -12,6 +13,8 @@ echo "== llama-server"
 LLAMA_SERVER=$(hack/build-llama-server.sh)
 export LLAMA_SERVER
 echo "$LLAMA_SERVER"
+echo "== Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok)"
+hack/build-kube.sh
 echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

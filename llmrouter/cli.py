@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 
 from llmrouter import __version__
+from llmrouter.gateway.settings import GatewaySettings
 from llmrouter.standalone import CONFIG_ERRORS, StandaloneSource
 
 logger = logging.getLogger("llmrouter")
@@ -86,6 +87,39 @@ def _source(args: argparse.Namespace) -> StandaloneSource:
     return StandaloneSource(paths=args.paths, keys_file=args.keys_file, endpoints=endpoints)
 
 
+def _gateway_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=_port, default=8000)
+    parser.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024)
+    parser.add_argument("--access-log", action="store_true", help="log one line per request")
+    parser.add_argument(
+        "--state",
+        type=_state_url,
+        default=None,
+        metavar="redis://HOST:PORT/DB",
+        help="share limits, usage and spend through Redis (default: in memory)",
+    )
+    parser.add_argument(
+        "--balancer",
+        choices=["least-loaded", "round-robin"],
+        default="least-loaded",
+        help="how a model's endpoint is chosen (default: least-loaded)",
+    )
+    parser.add_argument(
+        "--redis-failure-policy",
+        choices=["fail-open", "fail-closed"],
+        default="fail-open",
+        help="while Redis is unreachable: admit with a local limiter, or refuse",
+    )
+
+
+def _secret_ref(text: str) -> tuple[str, str]:
+    namespace, sep, name = text.partition("/")
+    if not sep or not namespace or not name:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAMESPACE/NAME")
+    return namespace, name
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmrouter", description=__doc__)
     parser.add_argument("--version", action="version", version=f"llmrouter {__version__}")
@@ -96,9 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the gateway configured from YAML files")
     _config_args(serve)
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=_port, default=8000)
-    serve.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024)
+    _gateway_args(serve)
     serve.add_argument(
         "--reload-interval",
         type=_positive,
@@ -106,26 +138,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how often to look for changed files",
     )
-    serve.add_argument("--access-log", action="store_true", help="log one line per request")
-    serve.add_argument(
-        "--state",
-        type=_state_url,
-        default=None,
-        metavar="redis://HOST:PORT/DB",
-        help="share limits, usage and spend through Redis (default: in memory)",
+
+    gateway = sub.add_parser(
+        "gateway", help="run the gateway in a cluster, configured by the operator's Secret"
     )
-    serve.add_argument(
-        "--balancer",
-        choices=["least-loaded", "round-robin"],
-        default="least-loaded",
-        help="how a model's endpoint is chosen (default: least-loaded)",
+    _gateway_args(gateway)
+    gateway.add_argument(
+        "--config-secret",
+        type=_secret_ref,
+        default=("llmrouter", "llmrouter-gateway-config"),
+        metavar="NAMESPACE/NAME",
+        help="the compiled GatewayConfig Secret to watch",
     )
-    serve.add_argument(
-        "--redis-failure-policy",
-        choices=["fail-open", "fail-closed"],
-        default="fail-open",
-        help="while Redis is unreachable: admit with a local limiter, or refuse",
-    )
+    gateway.add_argument("--kubeconfig", help="default: in-cluster, then ~/.kube/config")
+
+    sub.add_parser("operator", help="run the operator (Kopf) against the current cluster")
 
     check = sub.add_parser("compile", help="compile YAML files and print the GatewayConfig")
     _config_args(check)
@@ -153,6 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _compile(args)
     if args.command == "crds":
         return _crds(args)
+    if args.command == "gateway":
+        return _gateway(args)
+    if args.command == "operator":
+        return _operator()
     return _keygen()
 
 
@@ -160,7 +191,6 @@ def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from llmrouter.gateway.app import create_app
-    from llmrouter.gateway.settings import GatewaySettings
     from llmrouter.gateway.store import ConfigStore
     from llmrouter.standalone import reloader
 
@@ -173,15 +203,7 @@ def _serve(args: argparse.Namespace) -> int:
     except CONFIG_ERRORS as exc:
         print(f"llmrouter: the configuration does not load:\n{exc}", file=sys.stderr)
         return 1
-    settings = GatewaySettings(
-        host=args.host,
-        port=args.port,
-        max_body_bytes=args.max_body_bytes,
-        access_log=args.access_log,
-        state_url=args.state,
-        redis_failure_policy=args.redis_failure_policy,
-        balancer=args.balancer,
-    )
+    settings = _settings(args)
     app = create_app(settings, ConfigStore(config))
     app.cleanup_ctx.append(reloader(source, args.reload_interval))
     logger.info(
@@ -192,6 +214,53 @@ def _serve(args: argparse.Namespace) -> int:
         settings.port,
     )
     web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None)
+    return 0
+
+
+def _settings(args: argparse.Namespace) -> GatewaySettings:
+    from llmrouter.gateway.settings import GatewaySettings
+
+    return GatewaySettings(
+        host=args.host,
+        port=args.port,
+        max_body_bytes=args.max_body_bytes,
+        access_log=args.access_log,
+        state_url=args.state,
+        redis_failure_policy=args.redis_failure_policy,
+        balancer=args.balancer,
+    )
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from llmrouter.gateway.app import create_app
+    from llmrouter.gateway.store import ConfigStore
+    from llmrouter.incluster import config_watcher, load_kube_config
+
+    if args.max_body_bytes < 1024:
+        print("llmrouter: --max-body-bytes must be at least 1024", file=sys.stderr)
+        return 2
+    load_kube_config(args.kubeconfig)
+    settings = _settings(args)
+    app = create_app(settings, ConfigStore())
+    app.cleanup_ctx.append(config_watcher(*args.config_secret))
+    logger.info(
+        "gateway on http://%s:%d, configured by Secret %s/%s",
+        settings.host,
+        settings.port,
+        *args.config_secret,
+    )
+    web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None)
+    return 0
+
+
+def _operator() -> int:
+    import kopf
+
+    import llmrouter.operator.main  # noqa: F401 - registers the handlers
+
+    kopf.run(clusterwide=True)
     return 0
 
 

@@ -1,0 +1,1 @@
+"""Kopf handlers, one module per kind: read → render → apply → status."""

@@ -1,0 +1,152 @@
+"""All resources → one compiled GatewayConfig Secret, recompiled soon after any change.
+
+A resource that cannot be compiled (a Tenant naming a model that does not exist, two
+models claiming one name) is left out and told so in a condition; it never holds back the
+configuration of the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from llmrouter.gateway.config import GatewayConfig, hash_api_key
+from llmrouter.operator import kube
+from llmrouter.operator.api.common import API_VERSION, GROUP, VERSION
+from llmrouter.operator.api.modeldeployment import ModelDeployment
+from llmrouter.operator.api.tenant import Tenant
+from llmrouter.operator.compile import CompileError, Problem, Resources, compile_config
+from llmrouter.operator.controllers.conditions import condition
+from llmrouter.operator.render import API_KEY_LABEL, TENANT_LABEL, render_gateway_config_secret
+from llmrouter.operator.settings import SETTINGS
+
+logger = logging.getLogger(__name__)
+
+_changed: asyncio.Event | None = None
+
+
+def request_compile() -> None:
+    """Ask for a recompile; any thread may call it."""
+    if _changed is not None and _loop is not None:
+        _loop.call_soon_threadsafe(_changed.set)
+
+
+_loop: asyncio.AbstractEventLoop | None = None
+
+
+def read_resources() -> Resources:
+    tenants, models = [], []
+    for item in kube.list_objects(API_VERSION, "Tenant"):
+        try:
+            tenants.append(Tenant.model_validate(item))
+        except ValidationError:
+            continue  # its own handler reports why
+    for item in kube.list_objects(API_VERSION, "ModelDeployment"):
+        try:
+            models.append(ModelDeployment.model_validate(item))
+        except ValidationError:
+            continue
+    hashes = {}
+    for secret in kube.list_objects(
+        "v1", "Secret", label_selector=f"{TENANT_LABEL},{API_KEY_LABEL}"
+    ):
+        labels = secret["metadata"]["labels"]
+        tenant_id = f"{secret['metadata']['namespace']}/{labels[TENANT_LABEL]}"
+        key = base64.b64decode(secret["data"]["apiKey"]).decode()
+        hashes[(tenant_id, labels[API_KEY_LABEL])] = hash_api_key(key)
+    return Resources(tenants=tenants, models=models, api_key_hashes=hashes)
+
+
+def compile_leaving_out(resources: Resources) -> tuple[GatewayConfig, list[Problem]]:
+    """Compile what can be compiled; the problems of what was left out."""
+    problems: list[Problem] = []
+    while True:
+        try:
+            return compile_config(resources), problems
+        except CompileError as exc:
+            problems += exc.problems
+            bad = {p.ref for p in exc.problems}
+            resources = Resources(
+                tenants=[t for t in resources.tenants if t.ref not in bad],
+                models=[m for m in resources.models if m.ref not in bad],
+                api_key_hashes=resources.api_key_hashes,
+                endpoints=resources.endpoints,
+            )
+
+
+def compile_and_publish() -> str:
+    config, problems = compile_leaving_out(read_resources())
+    secret = render_gateway_config_secret(SETTINGS.config_secret, SETTINGS.namespace, config)
+    current = kube.get("v1", "Secret", SETTINGS.config_secret, SETTINGS.namespace)
+    fingerprint = config.fingerprint()
+    if (
+        current is None
+        or (current["metadata"].get("annotations") or {}).get("llmrouter.io/config-fingerprint")
+        != fingerprint
+    ):
+        kube.apply(secret)
+        logger.info(
+            "published gateway configuration %s (%d models, %d tenants, %d keys)",
+            fingerprint,
+            len(config.models),
+            len(config.tenants),
+            len(config.api_keys),
+        )
+    for problem in problems:
+        kind, _, ref = problem.ref.partition(" ")
+        namespace, _, name = ref.partition("/")
+        plural = "Tenant" if kind == "Tenant" else "ModelDeployment"
+        kube.patch_status(
+            API_VERSION,
+            plural,
+            name,
+            namespace,
+            {
+                "conditions": [
+                    condition(
+                        "Compiled", False, "CompileError", f"{problem.field}: {problem.message}"
+                    )
+                ]
+            },
+        )
+    return fingerprint
+
+
+@kopf.on.startup()
+async def start_compiler(memo: kopf.Memo, **_: Any) -> None:
+    global _changed, _loop
+    _changed, _loop = asyncio.Event(), asyncio.get_running_loop()
+    memo["compiler"] = asyncio.create_task(_compile_loop(_changed))
+    _changed.set()
+
+
+@kopf.on.cleanup()
+async def stop_compiler(memo: kopf.Memo, **_: Any) -> None:
+    task = memo.get("compiler")
+    if task is not None:
+        task.cancel()
+
+
+async def _compile_loop(changed: asyncio.Event) -> None:
+    while True:
+        await changed.wait()
+        await asyncio.sleep(SETTINGS.compile_debounce_s)
+        changed.clear()
+        try:
+            await asyncio.to_thread(compile_and_publish)
+        except Exception:  # the loop must outlive any one failure; the next change retries
+            logger.exception("compiling the gateway configuration failed")
+            await asyncio.sleep(1)
+            changed.set()
+
+
+@kopf.on.event(GROUP, VERSION, "tenants")
+@kopf.on.event(GROUP, VERSION, "modeldeployments")
+@kopf.on.event("v1", "secrets", labels={API_KEY_LABEL: kopf.PRESENT})
+def resource_changed(**_: Any) -> None:
+    request_compile()

@@ -1,0 +1,79 @@
+"""The few Kubernetes API calls the operator makes, through one dynamic client."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import NotFoundError
+
+FIELD_MANAGER = "llmrouter-operator"
+
+
+@functools.cache
+def dynamic() -> DynamicClient:
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return DynamicClient(client.ApiClient())
+
+
+def _resource(api_version: str, kind: str) -> Any:
+    return dynamic().resources.get(api_version=api_version, kind=kind)
+
+
+def apply(obj: dict[str, Any]) -> dict[str, Any]:
+    """Server-side apply: idempotent, and it leaves fields other managers own alone."""
+    meta = obj["metadata"]
+    result = dynamic().server_side_apply(
+        _resource(obj["apiVersion"], obj["kind"]),
+        body=obj,
+        name=meta["name"],
+        namespace=meta.get("namespace"),
+        field_manager=FIELD_MANAGER,
+        force_conflicts=True,
+    )
+    out: dict[str, Any] = result.to_dict()
+    return out
+
+
+def get(api_version: str, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+    try:
+        found: dict[str, Any] = (
+            dynamic().get(_resource(api_version, kind), name=name, namespace=namespace).to_dict()
+        )
+    except NotFoundError:
+        return None
+    return found
+
+
+def list_objects(
+    api_version: str, kind: str, namespace: str | None = None, label_selector: str | None = None
+) -> list[dict[str, Any]]:
+    found = dynamic().get(
+        _resource(api_version, kind), namespace=namespace, label_selector=label_selector
+    )
+    items: list[dict[str, Any]] = found.to_dict().get("items", [])
+    return items
+
+
+def delete(api_version: str, kind: str, name: str, namespace: str) -> None:
+    with contextlib.suppress(NotFoundError):
+        dynamic().delete(_resource(api_version, kind), name=name, namespace=namespace)
+
+
+def patch_status(
+    api_version: str, kind: str, name: str, namespace: str, status: dict[str, Any]
+) -> None:
+    resource = _resource(api_version, kind).subresources["status"]
+    dynamic().patch(
+        resource,
+        body={"status": status},
+        name=name,
+        namespace=namespace,
+        content_type="application/merge-patch+json",
+    )

@@ -1,0 +1,187 @@
+"""Child objects of each resource, as plain dicts: pure functions, tested without a cluster.
+
+Handlers add ownerReferences (kopf.adopt) and apply what these return.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from llmrouter.gateway.config import GatewayConfig
+from llmrouter.operator.api.modeldeployment import ModelDeployment
+from llmrouter.operator.compile import LLAMACPP_PORT
+
+MODEL_DIR = "/models"
+DOWNLOADER_IMAGE = "curlimages/curl:8.11.1"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "llmrouter"}
+API_KEY_LABEL = "llmrouter.io/api-key"
+TENANT_LABEL = "llmrouter.io/tenant"
+GATEWAY_CONFIG_KEY = "config.json"
+
+
+def model_labels(md: ModelDeployment) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "llama-server",
+        "app.kubernetes.io/instance": md.metadata.name,
+        "llmrouter.io/model": md.metadata.name,
+        **MANAGED_BY,
+    }
+
+
+def llama_server_args(md: ModelDeployment, model_path: str) -> list[str]:
+    spec = md.spec.llamacpp
+    assert spec is not None
+    return [
+        "--model",
+        model_path,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(LLAMACPP_PORT),
+        "--alias",
+        md.served_name,
+        # llama-server splits --ctx-size among its slots: each request gets contextSize.
+        "--ctx-size",
+        str(spec.context_size * spec.parallel),
+        "--parallel",
+        str(spec.parallel),
+        "--n-gpu-layers",
+        str(spec.gpu_layers),
+        "--metrics",
+        *(["--embeddings", "--pooling", "mean"] if spec.embeddings else []),
+        *spec.extra_args,
+    ]
+
+
+def render_deployment(md: ModelDeployment) -> dict[str, Any]:
+    """The llama-server Deployment of a ``llamacpp`` ModelDeployment."""
+    spec = md.spec.llamacpp
+    assert spec is not None, "only llamacpp models run in the cluster"
+    labels = model_labels(md)
+    volumes: list[dict[str, Any]]
+    init_containers: list[dict[str, Any]] = []
+    if spec.model.pvc is not None:
+        volumes = [
+            {
+                "name": "models",
+                "persistentVolumeClaim": {"claimName": spec.model.pvc.claim_name, "readOnly": True},
+            }
+        ]
+        model_path = f"{MODEL_DIR}/{spec.model.pvc.path.lstrip('/')}"
+    else:
+        volumes = [{"name": "models", "emptyDir": {}}]
+        model_path = f"{MODEL_DIR}/model.gguf"
+        init_containers = [
+            {
+                "name": "fetch-model",
+                "image": DOWNLOADER_IMAGE,
+                "args": [
+                    "--fail",
+                    "--location",
+                    "--silent",
+                    "--show-error",
+                    "--retry",
+                    "5",
+                    "--output",
+                    model_path,
+                    str(spec.model.url),
+                ],
+                "volumeMounts": [{"name": "models", "mountPath": MODEL_DIR}],
+            }
+        ]
+    limits = {"cpu": spec.resources.cpu, "memory": spec.resources.memory}
+    if spec.resources.gpus:
+        limits["nvidia.com/gpu"] = str(spec.resources.gpus)
+    probe = {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 5}
+    container = {
+        "name": "llama-server",
+        "image": spec.image,
+        "args": llama_server_args(md, model_path),
+        "ports": [{"name": "http", "containerPort": LLAMACPP_PORT}],
+        "resources": {
+            "requests": {"cpu": spec.resources.cpu, "memory": spec.resources.memory},
+            "limits": limits,
+        },
+        "readinessProbe": probe,
+        "livenessProbe": {**probe, "initialDelaySeconds": 60, "failureThreshold": 6},
+        "volumeMounts": [
+            {"name": "models", "mountPath": MODEL_DIR, "readOnly": spec.model.pvc is not None}
+        ],
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": md.metadata.name,
+            "namespace": md.metadata.namespace,
+            "labels": labels,
+        },
+        "spec": {
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": {"llmrouter.io/model": md.metadata.name}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "initContainers": init_containers,
+                    "containers": [container],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }
+
+
+def render_service(md: ModelDeployment) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": md.metadata.name,
+            "namespace": md.metadata.namespace,
+            "labels": model_labels(md),
+        },
+        "spec": {
+            "selector": {"llmrouter.io/model": md.metadata.name},
+            "ports": [{"name": "http", "port": LLAMACPP_PORT, "targetPort": "http"}],
+        },
+    }
+
+
+def api_key_secret_name(tenant: str, key: str) -> str:
+    return f"llmrouter-key-{tenant}-{key}"
+
+
+def render_api_key_secret(
+    namespace: str, tenant: str, key_name: str, api_key: str
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": api_key_secret_name(tenant, key_name),
+            "namespace": namespace,
+            "labels": {TENANT_LABEL: tenant, API_KEY_LABEL: key_name, **MANAGED_BY},
+        },
+        "data": {"apiKey": base64.b64encode(api_key.encode()).decode()},
+    }
+
+
+def render_gateway_config_secret(
+    name: str, namespace: str, config: GatewayConfig
+) -> dict[str, Any]:
+    """The compiled configuration: key hashes only, never keys."""
+    text = config.model_dump_json()
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/component": "gateway-config", **MANAGED_BY},
+            "annotations": {"llmrouter.io/config-fingerprint": config.fingerprint()},
+        },
+        "data": {GATEWAY_CONFIG_KEY: base64.b64encode(text.encode()).decode()},
+    }

@@ -1,0 +1,119 @@
+"""Renderers compared as dicts: what the operator would apply, without a cluster."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from llmrouter.operator.api import ModelDeployment
+from llmrouter.operator.compile import Resources, compile_config
+from llmrouter.operator.render import (
+    render_api_key_secret,
+    render_deployment,
+    render_gateway_config_secret,
+    render_service,
+)
+
+
+def md(**llamacpp: Any) -> ModelDeployment:
+    return ModelDeployment.model_validate(
+        {
+            "apiVersion": "llmrouter.io/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "llama", "namespace": "ml"},
+            "spec": {
+                "servedName": "llama-3-8b",
+                "llamacpp": {"model": {"url": "https://example.com/m.gguf"}, **llamacpp},
+            },
+        }
+    )
+
+
+def test_deployment_from_url() -> None:
+    d = render_deployment(
+        md(
+            parallel=4,
+            contextSize=8192,
+            replicas=2,
+            resources={"gpus": 1, "cpu": "4", "memory": "16Gi"},
+        )
+    )
+    labels = {
+        "app.kubernetes.io/name": "llama-server",
+        "app.kubernetes.io/instance": "llama",
+        "llmrouter.io/model": "llama",
+        "app.kubernetes.io/managed-by": "llmrouter",
+    }
+    assert d["metadata"] == {"name": "llama", "namespace": "ml", "labels": labels}
+    assert d["spec"]["replicas"] == 2
+    pod = d["spec"]["template"]["spec"]
+    assert pod["volumes"] == [{"name": "models", "emptyDir": {}}]
+    assert pod["initContainers"][0]["args"][-3:] == [
+        "--output",
+        "/models/model.gguf",
+        "https://example.com/m.gguf",
+    ]
+    c = pod["containers"][0]
+    assert c["args"] == [
+        "--model",
+        "/models/model.gguf",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8080",
+        "--alias",
+        "llama-3-8b",
+        "--ctx-size",
+        "32768",
+        "--parallel",
+        "4",
+        "--n-gpu-layers",
+        "999",
+        "--metrics",
+    ]
+    assert c["resources"] == {
+        "requests": {"cpu": "4", "memory": "16Gi"},
+        "limits": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"},
+    }
+    assert c["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+
+
+def test_deployment_from_pvc_mounts_read_only_and_fetches_nothing() -> None:
+    d = render_deployment(
+        md(
+            model={"pvc": {"claimName": "models", "path": "/q/m.gguf"}},
+            embeddings=True,
+            extraArgs=["--flash-attn", "on"],
+        )
+    )
+    pod = d["spec"]["template"]["spec"]
+    assert pod["initContainers"] == []
+    assert pod["volumes"] == [
+        {"name": "models", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}}
+    ]
+    args = pod["containers"][0]["args"]
+    assert args[:2] == ["--model", "/models/q/m.gguf"]
+    assert args[-5:] == ["--embeddings", "--pooling", "mean", "--flash-attn", "on"]
+    assert "nvidia.com/gpu" not in pod["containers"][0]["resources"]["limits"]
+
+
+def test_service_selects_the_deployment_pods() -> None:
+    s = render_service(md())
+    assert s["spec"] == {
+        "selector": {"llmrouter.io/model": "llama"},
+        "ports": [{"name": "http", "port": 8080, "targetPort": "http"}],
+    }
+
+
+def test_key_secret_and_config_secret() -> None:
+    secret = render_api_key_secret("acme-ns", "acme", "ci", "llmr_abc")
+    assert secret["metadata"]["name"] == "llmrouter-key-acme-ci"
+    assert base64.b64decode(secret["data"]["apiKey"]) == b"llmr_abc"
+    config = compile_config(Resources(models=[md()]))
+    rendered = render_gateway_config_secret("llmrouter-gateway-config", "llmrouter", config)
+    text = base64.b64decode(rendered["data"]["config.json"]).decode()
+    assert json.loads(text)["models"]["llama-3-8b"]["engine"] == "llamacpp"
+    assert rendered["metadata"]["annotations"]["llmrouter.io/config-fingerprint"] == (
+        config.fingerprint()
+    )
