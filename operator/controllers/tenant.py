@@ -30,7 +30,7 @@ ROTATED_ANNOTATION = "llmrouter.io/rotated"
 @kopf.on.resume(GROUP, VERSION, "tenants")
 @kopf.on.create(GROUP, VERSION, "tenants")
 @kopf.on.update(GROUP, VERSION, "tenants", field="spec")
-@kopf.on.update(GROUP, VERSION, "tenants", field=f"metadata.annotations.{ROTATE_ANNOTATION}")
+@kopf.on.update(GROUP, VERSION, "tenants", field=("metadata", "annotations", ROTATE_ANNOTATION))
 def reconcile(body: kopf.Body, meta: kopf.Meta, patch: kopf.Patch, logger: Any, **_: Any) -> None:
     try:
         tenant = Tenant.model_validate(dict(body))

@@ -1,0 +1,226 @@
+"""The operator and the gateway against the real control plane, as a user drives them:
+kubectl-style applies of the example resources, keys from the generated Secrets, requests
+through the gateway to a real llama-server."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from aiohttp.test_utils import TestServer
+from kopf.testing import KopfRunner
+from kubernetes import client
+from kubernetes.config import kube_config
+
+from llmrouter.gateway.app import create_app
+from llmrouter.gateway.settings import GatewaySettings
+from llmrouter.gateway.store import ConfigStore
+from llmrouter.incluster import config_watcher
+from tests.e2e.kube_fixtures import control_plane, eventually
+from tests.support.kube import ControlPlane
+from tests.support.llama import LlamaServer
+from tests.support.serve import free_port
+
+__all__ = ["control_plane"]
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+GROUP, VERSION = "llmrouter.io", "v1alpha1"
+
+
+@pytest.fixture(scope="module")
+def operator(control_plane: ControlPlane) -> Iterator[None]:
+    # The kubernetes client reads $KUBECONFIG once, when imported: point its default here.
+    os.environ["KUBECONFIG"] = str(control_plane.kubeconfig)
+    kube_config.KUBE_CONFIG_DEFAULT_LOCATION = str(control_plane.kubeconfig)
+    client.CoreV1Api().create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name="llmrouter"))
+    )
+    args = ["run", "--all-namespaces", "--standalone", "-m", "llmrouter.operator.main"]
+    with KopfRunner(args, timeout=60) as runner:
+        yield
+    assert runner.exit_code == 0, runner.output
+
+
+@pytest.fixture
+async def gateway(operator: None) -> AsyncIterator[str]:
+    app = create_app(GatewaySettings(), ConfigStore())
+    app.cleanup_ctx.append(config_watcher("llmrouter", "llmrouter-gateway-config"))
+    server = TestServer(app, host="127.0.0.1", port=free_port())
+    await server.start_server()
+    yield f"http://127.0.0.1:{server.port}"
+    await server.close()
+
+
+async def wait(check: Any, timeout_s: float = 30) -> Any:
+    """`eventually` in a thread: the gateway runs on this test's event loop."""
+    return await asyncio.to_thread(eventually, check, timeout_s)
+
+
+def custom() -> client.CustomObjectsApi:
+    return client.CustomObjectsApi()
+
+
+def apply_file(path: Path, namespace: str = "default") -> None:
+    for doc in yaml.safe_load_all(path.read_text()):
+        plural = doc["kind"].lower() + "s"
+        custom().create_namespaced_custom_object(GROUP, VERSION, namespace, plural, doc)
+
+
+def external(name: str, base_url: str, model: str) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name},
+        "spec": {
+            "external": {"provider": "openai-compatible", "baseURL": base_url, "model": model}
+        },
+    }
+
+
+def key_of(secret_name: str) -> str | None:
+    try:
+        secret = client.CoreV1Api().read_namespaced_secret(secret_name, "default")
+    except client.exceptions.ApiException:
+        return None
+    return base64.b64decode((secret.data or {})["apiKey"]).decode()
+
+
+def status_code(gateway: str, key: str, model: str = "chat") -> int:
+    body = {"model": model, "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+    resp = httpx.post(
+        f"{gateway}/v1/chat/completions",
+        json=body,
+        timeout=30,
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    return resp.status_code
+
+
+def tenant(name: str) -> dict[str, Any]:
+    found = custom().get_namespaced_custom_object(GROUP, VERSION, "default", "tenants", name)
+    assert isinstance(found, dict)
+    return found
+
+
+async def test_apply_tenant_use_key_then_revoke_it(gateway: str, llama_chat: LlamaServer) -> None:
+    # The example tenant may use `chat` and `gpt-4o-mini`; here both are external models,
+    # `chat` being the local llama-server.
+    for name, url, model in (
+        ("chat", llama_chat.url, "tiny"),
+        ("gpt-4o-mini", "https://api.openai.com/v1", "gpt-4o-mini"),
+    ):
+        custom().create_namespaced_custom_object(
+            GROUP, VERSION, "default", "modeldeployments", external(name, url, model)
+        )
+    apply_file(REPO / "examples" / "tenant.yaml")
+    key = await wait(lambda: key_of("llmrouter-key-acme-ci-bot"))
+    assert key.startswith("llmr_")
+    await wait(lambda: status_code(gateway, key) == 200)
+
+    status = tenant("acme")["status"]
+    assert [k["name"] for k in status["apiKeys"]] == ["ci-bot", "dashboards"]
+    assert all(k["fingerprint"].startswith("sha256:") for k in status["apiKeys"])
+    assert key not in str(status)
+    assert tenant("acme")["metadata"]["generation"] == 1  # the operator never writes spec
+
+    custom().patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        "default",
+        "tenants",
+        "acme",
+        {"spec": {"apiKeys": [{"name": "dashboards", "role": "analyst"}]}},
+    )
+    await wait(lambda: status_code(gateway, key) == 401)
+    await wait(lambda: key_of("llmrouter-key-acme-ci-bot") is None)
+
+
+async def test_rotation_by_annotation(gateway: str, llama_chat: LlamaServer) -> None:
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Tenant",
+        "metadata": {"name": "rot"},
+        "spec": {"models": ["chat"], "apiKeys": [{"name": "k", "role": "user"}]},
+    }
+    custom().create_namespaced_custom_object(GROUP, VERSION, "default", "tenants", body)
+    old = await wait(lambda: key_of("llmrouter-key-rot-k"))
+    await wait(lambda: status_code(gateway, old) == 200)
+    custom().patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        "default",
+        "tenants",
+        "rot",
+        {"metadata": {"annotations": {"llmrouter.io/rotate-keys": "k"}}},
+    )
+    new = await wait(lambda: (k := key_of("llmrouter-key-rot-k")) != old and k)
+    await wait(lambda: status_code(gateway, new) == 200)
+    assert await asyncio.to_thread(status_code, gateway, old) == 401
+
+
+def test_llamacpp_model_gets_deployment_service_and_status(operator: None) -> None:
+    apps, core = client.AppsV1Api(), client.CoreV1Api()
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "llama"},
+        "spec": {
+            "llamacpp": {
+                "model": {"url": "https://example.com/m.gguf"},
+                "parallel": 2,
+                "resources": {"gpus": 1},
+            }
+        },
+    }
+    custom().create_namespaced_custom_object(GROUP, VERSION, "default", "modeldeployments", body)
+    deployment = eventually(lambda: apps.read_namespaced_deployment("llama", "default"))
+    owner = deployment.metadata.owner_references[0]
+    assert (owner.kind, owner.name, owner.controller) == ("ModelDeployment", "llama", True)
+    assert core.read_namespaced_service("llama", "default").spec.ports[0].port == 8080
+
+    def ready() -> bool:
+        status = (
+            custom()
+            .get_namespaced_custom_object(GROUP, VERSION, "default", "modeldeployments", "llama")
+            .get("status", {})
+        )
+        return status.get("readyReplicas") == 1 and status.get("engine") == "llamacpp"
+
+    eventually(ready, 60)
+    custom().delete_namespaced_custom_object(GROUP, VERSION, "default", "modeldeployments", "llama")
+    eventually(
+        lambda: (
+            not apps.list_namespaced_deployment(
+                "default", label_selector="llmrouter.io/model=llama"
+            ).items
+        ),
+        60,
+    )
+
+
+def test_an_uncompilable_tenant_gets_a_condition_and_holds_back_no_one(operator: None) -> None:
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Tenant",
+        "metadata": {"name": "lost"},
+        "spec": {"models": ["no-such-model"], "apiKeys": [{"name": "k"}]},
+    }
+    custom().create_namespaced_custom_object(GROUP, VERSION, "default", "tenants", body)
+
+    def condition() -> Any:
+        conditions = tenant("lost").get("status", {}).get("conditions", [])
+        return next((c for c in conditions if c["type"] == "Compiled"), None)
+
+    found = eventually(condition)
+    assert found["status"] == "False"
+    assert "spec.models[0]: unknown model 'no-such-model'" in found["message"]
+    secret = client.CoreV1Api().read_namespaced_secret("llmrouter-gateway-config", "llmrouter")
+    config = base64.b64decode(secret.data["config.json"]).decode()
+    assert "default/rot" in config and "default/lost" not in config
