@@ -183,15 +183,15 @@ def test_llamacpp_model_gets_deployment_service_and_status(operator: None) -> No
     deployment = eventually(lambda: apps.read_namespaced_deployment("llama", "default"))
     owner = deployment.metadata.owner_references[0]
     assert (owner.kind, owner.name, owner.controller) == ("ModelDeployment", "llama", True)
-    assert core.read_namespaced_service("llama", "default").spec.ports[0].port == 8080
+    service = core.read_namespaced_service("llama", "default").to_dict()
+    assert service["spec"]["ports"][0]["port"] == 8080
 
     def ready() -> bool:
-        status = (
-            custom()
-            .get_namespaced_custom_object(GROUP, VERSION, "default", "modeldeployments", "llama")
-            .get("status", {})
+        found = custom().get_namespaced_custom_object(
+            GROUP, VERSION, "default", "modeldeployments", "llama"
         )
-        return status.get("readyReplicas") == 1 and status.get("engine") == "llamacpp"
+        status = found.get("status", {}) if isinstance(found, dict) else {}
+        return bool(status.get("readyReplicas") == 1 and status.get("engine") == "llamacpp")
 
     eventually(ready, 60)
     custom().delete_namespaced_custom_object(GROUP, VERSION, "default", "modeldeployments", "llama")
@@ -222,5 +222,5 @@ def test_an_uncompilable_tenant_gets_a_condition_and_holds_back_no_one(operator:
     assert found["status"] == "False"
     assert "spec.models[0]: unknown model 'no-such-model'" in found["message"]
     secret = client.CoreV1Api().read_namespaced_secret("llmrouter-gateway-config", "llmrouter")
-    config = base64.b64decode(secret.data["config.json"]).decode()
+    config = base64.b64decode((secret.data or {})["config.json"]).decode()
     assert "default/rot" in config and "default/lost" not in config
