@@ -26,14 +26,14 @@ from kubernetes.config import kube_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llmrouter.gateway.app import create_app  # noqa: E402
-from llmrouter.gateway.settings import GatewaySettings  # noqa: E402
-from llmrouter.gateway.store import ConfigStore  # noqa: E402
-from llmrouter.incluster import config_watcher  # noqa: E402
-from tests.e2e.kube_fixtures import install_crds  # noqa: E402
-from tests.support.fake_upstream import UpstreamThread  # noqa: E402
-from tests.support.kube import ControlPlane, build  # noqa: E402
-from tests.support.serve import free_port  # noqa: E402
+from llmrouter.gateway.app import create_app
+from llmrouter.gateway.settings import GatewaySettings
+from llmrouter.gateway.store import ConfigStore
+from llmrouter.incluster import config_watcher
+from tests.e2e.kube_fixtures import install_crds
+from tests.support.fake_upstream import UpstreamThread
+from tests.support.kube import ControlPlane, build
+from tests.support.serve import free_port
 
 GROUP, VERSION = "llmrouter.io", "v1alpha1"
 
