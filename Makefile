@@ -6,5 +6,6 @@ run:  ## build what is missing, start llama-server and the gateway on examples/
 test:  ## lint, type-check and run every test
 	hack/test.sh
 
-crds:  ## regenerate crds/ from the pydantic models
-	.venv/bin/llmrouter crds
+crds:  ## regenerate crds/ (and the chart's copy) from the pydantic models
+	.venv/bin/llmrouter crds --out crds
+	.venv/bin/llmrouter crds --out charts/llmrouter/crds

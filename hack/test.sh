@@ -15,6 +15,8 @@ export LLAMA_SERVER
 echo "$LLAMA_SERVER"
 echo "== Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok)"
 hack/build-kube.sh
+echo "== helm (renders the chart in tests)"
+hack/build-helm.sh
 echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

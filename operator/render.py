@@ -11,6 +11,7 @@ from typing import Any
 from llmrouter.gateway.config import GatewayConfig
 from llmrouter.operator.api.modeldeployment import ModelDeployment
 from llmrouter.operator.compile import LLAMACPP_PORT
+from llmrouter.operator.settings import OperatorSettings
 
 MODEL_DIR = "/models"
 DOWNLOADER_IMAGE = "curlimages/curl:8.11.1"
@@ -184,4 +185,62 @@ def render_gateway_config_secret(
             "annotations": {"llmrouter.io/config-fingerprint": config.fingerprint()},
         },
         "data": {GATEWAY_CONFIG_KEY: base64.b64encode(text.encode()).decode()},
+    }
+
+
+GATEWAY_PORT = 8000
+
+
+def gateway_labels() -> dict[str, str]:
+    return {"app.kubernetes.io/name": "llmrouter", "app.kubernetes.io/component": "gateway",
+            **MANAGED_BY}
+
+
+def render_gateway_deployment(settings: OperatorSettings) -> dict[str, Any]:
+    """The gateway pods: they watch the compiled configuration Secret and serve the API."""
+    args = ["gateway", "--host", "0.0.0.0", "--port", str(GATEWAY_PORT),
+            "--config-secret", f"{settings.namespace}/{settings.config_secret}"]
+    if settings.gateway_state_url:
+        args += ["--state", settings.gateway_state_url]
+    probe = {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "llmrouter-gateway", "namespace": settings.namespace,
+                     "labels": gateway_labels()},
+        "spec": {
+            "replicas": settings.gateway_replicas,
+            "selector": {"matchLabels": {"app.kubernetes.io/component": "gateway",
+                                         "app.kubernetes.io/name": "llmrouter"}},
+            "template": {
+                "metadata": {"labels": gateway_labels()},
+                "spec": {
+                    "serviceAccountName": settings.gateway_service_account,
+                    "containers": [{
+                        "name": "gateway",
+                        "image": settings.gateway_image,
+                        "args": args,
+                        "ports": [{"name": "http", "containerPort": GATEWAY_PORT}],
+                        "readinessProbe": probe,
+                        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"},
+                                          "periodSeconds": 10},
+                        "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}},
+                    }],
+                },
+            },
+        },
+    }
+
+
+def render_gateway_service(settings: OperatorSettings) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "llmrouter-gateway", "namespace": settings.namespace,
+                     "labels": gateway_labels()},
+        "spec": {
+            "selector": {"app.kubernetes.io/component": "gateway",
+                         "app.kubernetes.io/name": "llmrouter"},
+            "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+        },
     }

@@ -22,7 +22,13 @@ from llmrouter.operator.api.modeldeployment import ModelDeployment
 from llmrouter.operator.api.tenant import Tenant
 from llmrouter.operator.compile import CompileError, Problem, Resources, compile_config
 from llmrouter.operator.controllers.conditions import condition
-from llmrouter.operator.render import API_KEY_LABEL, TENANT_LABEL, render_gateway_config_secret
+from llmrouter.operator.render import (
+    API_KEY_LABEL,
+    TENANT_LABEL,
+    render_gateway_config_secret,
+    render_gateway_deployment,
+    render_gateway_service,
+)
 from llmrouter.operator.settings import SETTINGS
 
 logger = logging.getLogger(__name__)
@@ -115,6 +121,14 @@ def compile_and_publish() -> str:
             },
         )
     return fingerprint
+
+
+@kopf.on.startup()
+def apply_gateway(logger: Any, **_: Any) -> None:
+    """The gateway Deployment and Service, in the operator's namespace."""
+    for obj in (render_gateway_deployment(SETTINGS), render_gateway_service(SETTINGS)):
+        kube.apply(obj)
+    logger.info("applied the gateway Deployment and Service in %s", SETTINGS.namespace)
 
 
 @kopf.on.startup()

@@ -23,7 +23,13 @@ from llmrouter.gateway.app import create_app
 from llmrouter.gateway.settings import GatewaySettings
 from llmrouter.gateway.store import ConfigStore
 from llmrouter.incluster import config_watcher
-from tests.e2e.kube_fixtures import control_plane, eventually
+from tests.e2e.kube_fixtures import (
+    admin_client,
+    control_plane,
+    eventually,
+    install_chart,
+    service_account_kubeconfig,
+)
 from tests.support.kube import ControlPlane
 from tests.support.llama import LlamaServer
 from tests.support.serve import free_port
@@ -34,15 +40,24 @@ REPO = Path(__file__).resolve().parents[2]
 GROUP, VERSION = "llmrouter.io", "v1alpha1"
 
 
+ADMIN: client.ApiClient
+
+
 @pytest.fixture(scope="module")
 def operator(control_plane: ControlPlane) -> Iterator[None]:
-    # The kubernetes client reads $KUBECONFIG once, when imported: point its default here.
-    os.environ["KUBECONFIG"] = str(control_plane.kubeconfig)
-    kube_config.KUBE_CONFIG_DEFAULT_LOCATION = str(control_plane.kubeconfig)
-    client.CoreV1Api().create_namespace(
+    """The operator as the chart installs it: with the chart's ServiceAccount and RBAC only,
+    so that a verb missing from the ClusterRole fails these tests."""
+    global ADMIN
+    ADMIN = admin_client(control_plane)
+    client.CoreV1Api(ADMIN).create_namespace(
         client.V1Namespace(metadata=client.V1ObjectMeta(name="llmrouter"))
     )
-    args = ["run", "--all-namespaces", "--standalone", "-m", "llmrouter.operator.main"]
+    install_chart(ADMIN, "llmrouter")
+    kubeconfig = service_account_kubeconfig(control_plane, ADMIN, "llmrouter", "llmrouter-operator")
+    # The kubernetes client reads $KUBECONFIG once, when imported: point its default here.
+    os.environ["KUBECONFIG"] = str(kubeconfig)
+    kube_config.KUBE_CONFIG_DEFAULT_LOCATION = str(kubeconfig)
+    args = ["run", "--all-namespaces", "-m", "llmrouter.operator.main"]
     with KopfRunner(args, timeout=60) as runner:
         yield
     assert runner.exit_code == 0, runner.output
@@ -64,7 +79,7 @@ async def wait(check: Any, timeout_s: float = 30) -> Any:
 
 
 def custom() -> client.CustomObjectsApi:
-    return client.CustomObjectsApi()
+    return client.CustomObjectsApi(ADMIN)
 
 
 def apply_file(path: Path, namespace: str = "default") -> None:
@@ -86,7 +101,7 @@ def external(name: str, base_url: str, model: str) -> dict[str, Any]:
 
 def key_of(secret_name: str) -> str | None:
     try:
-        secret = client.CoreV1Api().read_namespaced_secret(secret_name, "default")
+        secret = client.CoreV1Api(ADMIN).read_namespaced_secret(secret_name, "default")
     except client.exceptions.ApiException:
         return None
     return base64.b64decode((secret.data or {})["apiKey"]).decode()
@@ -166,7 +181,7 @@ async def test_rotation_by_annotation(gateway: str, llama_chat: LlamaServer) -> 
 
 
 def test_llamacpp_model_gets_deployment_service_and_status(operator: None) -> None:
-    apps, core = client.AppsV1Api(), client.CoreV1Api()
+    apps, core = client.AppsV1Api(ADMIN), client.CoreV1Api(ADMIN)
     body = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "ModelDeployment",
@@ -221,6 +236,36 @@ def test_an_uncompilable_tenant_gets_a_condition_and_holds_back_no_one(operator:
     found = eventually(condition)
     assert found["status"] == "False"
     assert "spec.models[0]: unknown model 'no-such-model'" in found["message"]
-    secret = client.CoreV1Api().read_namespaced_secret("llmrouter-gateway-config", "llmrouter")
+    secret = client.CoreV1Api(ADMIN).read_namespaced_secret("llmrouter-gateway-config", "llmrouter")
     config = base64.b64decode((secret.data or {})["config.json"]).decode()
     assert "default/rot" in config and "default/lost" not in config
+
+
+def allowed(
+    account: str, verb: str, resource: str, namespace: str | None = None, group: str = ""
+) -> bool:
+    review = client.V1SubjectAccessReview(
+        spec=client.V1SubjectAccessReviewSpec(
+            user=f"system:serviceaccount:llmrouter:{account}",
+            groups=[
+                "system:serviceaccounts",
+                "system:serviceaccounts:llmrouter",
+                "system:authenticated",
+            ],
+            resource_attributes=client.V1ResourceAttributes(
+                verb=verb, resource=resource, namespace=namespace, group=group
+            ),
+        )
+    )
+    result = client.AuthorizationV1Api(ADMIN).create_subject_access_review(review)
+    return bool(result.status and result.status.allowed)
+
+
+def test_least_privilege(operator: None) -> None:
+    assert allowed("llmrouter-gateway", "watch", "secrets", "llmrouter")
+    assert not allowed("llmrouter-gateway", "list", "secrets", "default")
+    assert not allowed("llmrouter-gateway", "create", "secrets", "llmrouter")
+    assert allowed("llmrouter-operator", "patch", "tenants/status", group="llmrouter.io")
+    assert not allowed("llmrouter-operator", "update", "tenants", group="llmrouter.io")
+    assert not allowed("llmrouter-operator", "delete", "deployments", "default", "apps")
+    assert not allowed("llmrouter-operator", "create", "pods", "default")

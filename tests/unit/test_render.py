@@ -117,3 +117,34 @@ def test_key_secret_and_config_secret() -> None:
     assert rendered["metadata"]["annotations"]["llmrouter.io/config-fingerprint"] == (
         config.fingerprint()
     )
+
+
+def test_gateway_deployment_watches_the_config_secret() -> None:
+    from llmrouter.operator.render import render_gateway_deployment, render_gateway_service
+    from llmrouter.operator.settings import OperatorSettings
+
+    settings = OperatorSettings(
+        namespace="gw",
+        config_secret="cfg",
+        gateway_image="img:1",
+        gateway_replicas=3,
+        gateway_state_url="redis://r:6379/0",
+        gateway_service_account="sa",
+    )
+    d = render_gateway_deployment(settings)
+    pod = d["spec"]["template"]["spec"]
+    assert (d["metadata"]["namespace"], d["spec"]["replicas"]) == ("gw", 3)
+    assert pod["serviceAccountName"] == "sa"
+    assert pod["containers"][0]["args"] == [
+        "gateway",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8000",
+        "--config-secret",
+        "gw/cfg",
+        "--state",
+        "redis://r:6379/0",
+    ]
+    service = render_gateway_service(settings)
+    assert service["spec"]["selector"] == d["spec"]["selector"]["matchLabels"]
