@@ -28,6 +28,8 @@ class CredentialRef(_Frozen):
 
     secret: str
     key: str
+    namespace: str = "default"
+    """The namespace of the Secret (the ModelDeployment's)."""
 
 
 class Upstream(_Frozen):

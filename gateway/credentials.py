@@ -27,3 +27,14 @@ class EnvCredentials:
 
     def get(self, ref: CredentialRef) -> str | None:
         return self._environ.get(env_var_name(ref))
+
+
+class MappingCredentials:
+    """Credentials kept in memory by whoever watches where they live (in a cluster: the
+    copies of provider Secrets the operator keeps in the gateway's namespace)."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, str, str], str] = {}
+
+    def get(self, ref: CredentialRef) -> str | None:
+        return self.values.get((ref.namespace, ref.secret, ref.key))

@@ -235,16 +235,19 @@ def _gateway(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from llmrouter.gateway.app import create_app
+    from llmrouter.gateway.credentials import MappingCredentials
     from llmrouter.gateway.store import ConfigStore
-    from llmrouter.incluster import config_watcher, load_kube_config
+    from llmrouter.incluster import config_watcher, credentials_watcher, load_kube_config
 
     if args.max_body_bytes < 1024:
         print("llmrouter: --max-body-bytes must be at least 1024", file=sys.stderr)
         return 2
     load_kube_config(args.kubeconfig)
     settings = _settings(args)
-    app = create_app(settings, ConfigStore())
+    credentials = MappingCredentials()
+    app = create_app(settings, ConfigStore(), credentials)
     app.cleanup_ctx.append(config_watcher(*args.config_secret))
+    app.cleanup_ctx.append(credentials_watcher(args.config_secret[0], credentials))
     logger.info(
         "gateway on http://%s:%d, configured by Secret %s/%s",
         settings.host,

@@ -16,8 +16,14 @@ from kubernetes import client, config, watch
 from pydantic import ValidationError
 
 from llmrouter.gateway.config import GatewayConfig
+from llmrouter.gateway.credentials import MappingCredentials
 from llmrouter.gateway.keys import METRICS, STORE
-from llmrouter.operator.render import GATEWAY_CONFIG_KEY
+from llmrouter.operator.render import (
+    GATEWAY_CONFIG_KEY,
+    PROVIDER_CREDENTIAL_LABEL,
+    SOURCE_NAME,
+    SOURCE_NAMESPACE,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -39,16 +45,26 @@ def decode(secret: client.V1Secret) -> GatewayConfig:
     return GatewayConfig.model_validate_json(base64.b64decode(raw))
 
 
+SecretEvent = Callable[[str, client.V1Secret], None]
+
+
 class SecretWatcher:
-    """Watches one Secret from a thread and hands each good configuration to ``apply``."""
+    """Watches Secrets of one namespace from a thread; ``on_event(type, secret)`` is called
+    for each ADDED, MODIFIED and DELETED one. A lost watch is started again."""
 
     def __init__(
-        self, namespace: str, name: str, apply: Callable[[GatewayConfig | None, str | None], None]
+        self,
+        namespace: str,
+        on_event: SecretEvent,
+        *,
+        field_selector: str = "",
+        label_selector: str = "",
     ) -> None:
-        self.namespace, self.name, self._apply = namespace, name, apply
+        self.namespace, self._on_event = namespace, on_event
+        self._selectors = {"field_selector": field_selector, "label_selector": label_selector}
         self._watch = watch.Watch()
         self._stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="config-watch", daemon=True)
+        self.thread = threading.Thread(target=self._run, name="secret-watch", daemon=True)
 
     def _run(self) -> None:
         api = client.CoreV1Api()
@@ -57,26 +73,16 @@ class SecretWatcher:
                 for event in self._watch.stream(
                     api.list_namespaced_secret,
                     self.namespace,
-                    field_selector=f"metadata.name={self.name}",
                     timeout_seconds=60,
+                    **self._selectors,
                 ):
-                    if event["type"] in ("ADDED", "MODIFIED"):
-                        self._take(event["object"])
+                    self._on_event(event["type"], event["object"])
             except Exception as exc:
                 if not self._stopped.is_set():
                     logger.warning(
-                        "watching Secret %s/%s failed (%s); retrying",
-                        self.namespace,
-                        self.name,
-                        exc,
+                        "watching Secrets in %s failed (%s); retrying", self.namespace, exc
                     )
                     self._stopped.wait(1)
-
-    def _take(self, secret: client.V1Secret) -> None:
-        try:
-            self._apply(decode(secret), None)
-        except (ValueError, ValidationError) as exc:
-            self._apply(None, f"Secret {self.namespace}/{self.name}: {exc}")
 
     def start(self) -> None:
         self.thread.start()
@@ -86,24 +92,74 @@ class SecretWatcher:
         self._watch.stop()
 
 
-def config_watcher(
-    namespace: str, name: str
-) -> Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]:
+AppContext = Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]
+
+
+def config_watcher(namespace: str, name: str) -> AppContext:
     """A cleanup_ctx that keeps the app's configuration that of the Secret."""
 
     @contextlib.asynccontextmanager
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
 
-        def apply(config: GatewayConfig | None, error: str | None) -> None:
-            loop.call_soon_threadsafe(_swap, app, config, error)
+        def on_event(kind: str, secret: client.V1Secret) -> None:
+            if kind not in ("ADDED", "MODIFIED"):
+                return
+            try:
+                config = decode(secret)
+            except (ValueError, ValidationError) as exc:
+                loop.call_soon_threadsafe(_swap, app, None, f"Secret {namespace}/{name}: {exc}")
+                return
+            loop.call_soon_threadsafe(_swap, app, config, None)
 
-        watcher = SecretWatcher(namespace, name, apply)
+        watcher = SecretWatcher(namespace, on_event, field_selector=f"metadata.name={name}")
         watcher.start()
         yield
         watcher.stop()
 
     return ctx
+
+
+def credentials_watcher(namespace: str, credentials: MappingCredentials) -> AppContext:
+    """A cleanup_ctx that keeps ``credentials`` those of the provider key copies the operator
+    keeps in the gateway's namespace."""
+
+    @contextlib.asynccontextmanager
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+
+        def on_event(kind: str, secret: client.V1Secret) -> None:
+            annotations = (secret.metadata.annotations if secret.metadata else None) or {}
+            source = (annotations.get(SOURCE_NAMESPACE), annotations.get(SOURCE_NAME))
+            if None in source:
+                return
+            values = (
+                {}
+                if kind == "DELETED"
+                else {
+                    key: base64.b64decode(value).decode()
+                    for key, value in (secret.data or {}).items()
+                }
+            )
+            loop.call_soon_threadsafe(_replace_credentials, credentials, source, values)
+
+        watcher = SecretWatcher(namespace, on_event, label_selector=PROVIDER_CREDENTIAL_LABEL)
+        watcher.start()
+        yield
+        watcher.stop()
+
+    return ctx
+
+
+def _replace_credentials(
+    credentials: MappingCredentials, source: tuple[str | None, str | None], values: dict[str, str]
+) -> None:
+    namespace, name = source
+    assert namespace is not None and name is not None
+    for stale in [k for k in credentials.values if k[:2] == (namespace, name)]:
+        del credentials.values[stale]
+    for key, value in values.items():
+        credentials.values[(namespace, name, key)] = value
 
 
 def _swap(app: web.Application, config: GatewayConfig | None, error: str | None) -> None:

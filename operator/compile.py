@@ -128,7 +128,11 @@ def _model_route(md: ModelDeployment, endpoints: Mapping[str, list[str]]) -> Mod
                 base_url=ext.base_url.rstrip("/"),
                 protocol="openai" if ext.provider == "openai-compatible" else ext.provider,
                 model=ext.model,
-                credential=CredentialRef(secret=secret.name, key=secret.key) if secret else None,
+                credential=CredentialRef(
+                    secret=secret.name, key=secret.key, namespace=md.metadata.namespace
+                )
+                if secret
+                else None,
                 deployment=ext.deployment,
                 api_version=ext.api_version,
             ),

@@ -169,6 +169,33 @@ def render_api_key_secret(
     }
 
 
+PROVIDER_CREDENTIAL_LABEL = "llmrouter.io/provider-credential"
+SOURCE_NAMESPACE = "llmrouter.io/source-namespace"
+SOURCE_NAME = "llmrouter.io/source-name"
+
+
+def provider_secret_name(namespace: str, name: str) -> str:
+    """The gateway namespace's copy of a provider key Secret of another namespace."""
+    return f"llmrouter-provider-{namespace}-{name}"
+
+
+def render_provider_secret_copy(
+    gateway_namespace: str, source_namespace: str, name: str, key: str, value_b64: str
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": provider_secret_name(source_namespace, name),
+            "namespace": gateway_namespace,
+            "labels": {PROVIDER_CREDENTIAL_LABEL: "true", **MANAGED_BY},
+            "annotations": {SOURCE_NAMESPACE: source_namespace, SOURCE_NAME: name},
+        },
+        "data": {key: value_b64},
+    }
+
+
 def render_gateway_config_secret(
     name: str, namespace: str, config: GatewayConfig
 ) -> dict[str, Any]:
@@ -192,40 +219,61 @@ GATEWAY_PORT = 8000
 
 
 def gateway_labels() -> dict[str, str]:
-    return {"app.kubernetes.io/name": "llmrouter", "app.kubernetes.io/component": "gateway",
-            **MANAGED_BY}
+    return {
+        "app.kubernetes.io/name": "llmrouter",
+        "app.kubernetes.io/component": "gateway",
+        **MANAGED_BY,
+    }
 
 
 def render_gateway_deployment(settings: OperatorSettings) -> dict[str, Any]:
     """The gateway pods: they watch the compiled configuration Secret and serve the API."""
-    args = ["gateway", "--host", "0.0.0.0", "--port", str(GATEWAY_PORT),
-            "--config-secret", f"{settings.namespace}/{settings.config_secret}"]
+    args = [
+        "gateway",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(GATEWAY_PORT),
+        "--config-secret",
+        f"{settings.namespace}/{settings.config_secret}",
+    ]
     if settings.gateway_state_url:
         args += ["--state", settings.gateway_state_url]
     probe = {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": "llmrouter-gateway", "namespace": settings.namespace,
-                     "labels": gateway_labels()},
+        "metadata": {
+            "name": "llmrouter-gateway",
+            "namespace": settings.namespace,
+            "labels": gateway_labels(),
+        },
         "spec": {
             "replicas": settings.gateway_replicas,
-            "selector": {"matchLabels": {"app.kubernetes.io/component": "gateway",
-                                         "app.kubernetes.io/name": "llmrouter"}},
+            "selector": {
+                "matchLabels": {
+                    "app.kubernetes.io/component": "gateway",
+                    "app.kubernetes.io/name": "llmrouter",
+                }
+            },
             "template": {
                 "metadata": {"labels": gateway_labels()},
                 "spec": {
                     "serviceAccountName": settings.gateway_service_account,
-                    "containers": [{
-                        "name": "gateway",
-                        "image": settings.gateway_image,
-                        "args": args,
-                        "ports": [{"name": "http", "containerPort": GATEWAY_PORT}],
-                        "readinessProbe": probe,
-                        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"},
-                                          "periodSeconds": 10},
-                        "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}},
-                    }],
+                    "containers": [
+                        {
+                            "name": "gateway",
+                            "image": settings.gateway_image,
+                            "args": args,
+                            "ports": [{"name": "http", "containerPort": GATEWAY_PORT}],
+                            "readinessProbe": probe,
+                            "livenessProbe": {
+                                "httpGet": {"path": "/healthz", "port": "http"},
+                                "periodSeconds": 10,
+                            },
+                            "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}},
+                        }
+                    ],
                 },
             },
         },
@@ -236,11 +284,16 @@ def render_gateway_service(settings: OperatorSettings) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": "llmrouter-gateway", "namespace": settings.namespace,
-                     "labels": gateway_labels()},
+        "metadata": {
+            "name": "llmrouter-gateway",
+            "namespace": settings.namespace,
+            "labels": gateway_labels(),
+        },
         "spec": {
-            "selector": {"app.kubernetes.io/component": "gateway",
-                         "app.kubernetes.io/name": "llmrouter"},
+            "selector": {
+                "app.kubernetes.io/component": "gateway",
+                "app.kubernetes.io/name": "llmrouter",
+            },
             "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
         },
     }

@@ -20,21 +20,32 @@ class OperatorSettings:
     )
     """Name of the Secret holding the compiled GatewayConfig."""
 
-    gateway_image: str = field(default_factory=lambda: os.environ.get(
-        "LLMROUTER_GATEWAY_IMAGE", "ghcr.io/llmrouter/llmrouter:0.1.0"))
+    gateway_image: str = field(
+        default_factory=lambda: os.environ.get(
+            "LLMROUTER_GATEWAY_IMAGE", "ghcr.io/llmrouter/llmrouter:0.1.0"
+        )
+    )
     """Image of the gateway pods the operator runs."""
 
-    gateway_replicas: int = field(default_factory=lambda: int(os.environ.get(
-        "LLMROUTER_GATEWAY_REPLICAS", "2")))
+    gateway_replicas: int = field(
+        default_factory=lambda: int(os.environ.get("LLMROUTER_GATEWAY_REPLICAS", "2"))
+    )
     """Gateway pods; with more than one, set a Redis state URL so they share limits."""
 
-    gateway_state_url: str | None = field(default_factory=lambda: os.environ.get(
-        "LLMROUTER_STATE_URL") or None)
+    gateway_state_url: str | None = field(
+        default_factory=lambda: os.environ.get("LLMROUTER_STATE_URL") or None
+    )
     """redis://… for the gateway's shared state."""
 
-    gateway_service_account: str = field(default_factory=lambda: os.environ.get(
-        "LLMROUTER_GATEWAY_SERVICE_ACCOUNT", "llmrouter-gateway"))
+    gateway_service_account: str = field(
+        default_factory=lambda: os.environ.get(
+            "LLMROUTER_GATEWAY_SERVICE_ACCOUNT", "llmrouter-gateway"
+        )
+    )
     """The gateway pods' ServiceAccount: it may read the configuration Secret, no more."""
+
+    resync_s: float = 30.0
+    """Recompile at least this often, even when no watched resource changed."""
 
     compile_debounce_s: float = 0.05
     """Changes arriving this close together are compiled once."""

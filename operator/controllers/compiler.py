@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 from typing import Any
 
@@ -24,10 +25,13 @@ from llmrouter.operator.compile import CompileError, Problem, Resources, compile
 from llmrouter.operator.controllers.conditions import condition
 from llmrouter.operator.render import (
     API_KEY_LABEL,
+    PROVIDER_CREDENTIAL_LABEL,
     TENANT_LABEL,
+    provider_secret_name,
     render_gateway_config_secret,
     render_gateway_deployment,
     render_gateway_service,
+    render_provider_secret_copy,
 )
 from llmrouter.operator.settings import SETTINGS
 
@@ -85,8 +89,33 @@ def compile_leaving_out(resources: Resources) -> tuple[GatewayConfig, list[Probl
             )
 
 
+def copy_provider_secrets(resources: Resources) -> None:
+    """The gateway may read Secrets of its own namespace only: the provider keys that
+    ModelDeployments name are copied there, and copies no longer named are removed."""
+    wanted: dict[tuple[str, str], set[str]] = {}
+    for md in resources.models:
+        ref = md.spec.external.api_key_secret_ref if md.spec.external else None
+        if ref is not None:
+            wanted.setdefault((md.metadata.namespace, ref.name), set()).add(ref.key)
+    keep = set()
+    for (namespace, name), keys in sorted(wanted.items()):
+        source = kube.get("v1", "Secret", name, namespace)
+        data = {k: v for k, v in ((source or {}).get("data") or {}).items() if k in keys}
+        for key, value in data.items():
+            kube.apply(render_provider_secret_copy(SETTINGS.namespace, namespace, name, key, value))
+        if data:
+            keep.add(provider_secret_name(namespace, name))
+    for copy in kube.list_objects(
+        "v1", "Secret", SETTINGS.namespace, f"{PROVIDER_CREDENTIAL_LABEL}"
+    ):
+        if copy["metadata"]["name"] not in keep:
+            kube.delete("v1", "Secret", copy["metadata"]["name"], SETTINGS.namespace)
+
+
 def compile_and_publish() -> str:
-    config, problems = compile_leaving_out(read_resources())
+    resources = read_resources()
+    copy_provider_secrets(resources)
+    config, problems = compile_leaving_out(resources)
     secret = render_gateway_config_secret(SETTINGS.config_secret, SETTINGS.namespace, config)
     current = kube.get("v1", "Secret", SETTINGS.config_secret, SETTINGS.namespace)
     fingerprint = config.fingerprint()
@@ -148,7 +177,9 @@ async def stop_compiler(memo: kopf.Memo, **_: Any) -> None:
 
 async def _compile_loop(changed: asyncio.Event) -> None:
     while True:
-        await changed.wait()
+        # Also every so often: provider key Secrets are not watched, and may change.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), SETTINGS.resync_s)
         await asyncio.sleep(SETTINGS.compile_debounce_s)
         changed.clear()
         try:

@@ -20,9 +20,10 @@ from kubernetes import client
 from kubernetes.config import kube_config
 
 from llmrouter.gateway.app import create_app
+from llmrouter.gateway.credentials import MappingCredentials
 from llmrouter.gateway.settings import GatewaySettings
 from llmrouter.gateway.store import ConfigStore
-from llmrouter.incluster import config_watcher
+from llmrouter.incluster import config_watcher, credentials_watcher
 from tests.e2e.kube_fixtures import (
     admin_client,
     control_plane,
@@ -30,6 +31,7 @@ from tests.e2e.kube_fixtures import (
     install_chart,
     service_account_kubeconfig,
 )
+from tests.support.fake_upstream import FakeUpstream
 from tests.support.kube import ControlPlane
 from tests.support.llama import LlamaServer
 from tests.support.serve import free_port
@@ -65,8 +67,10 @@ def operator(control_plane: ControlPlane) -> Iterator[None]:
 
 @pytest.fixture
 async def gateway(operator: None) -> AsyncIterator[str]:
-    app = create_app(GatewaySettings(), ConfigStore())
+    credentials = MappingCredentials()
+    app = create_app(GatewaySettings(), ConfigStore(), credentials)
     app.cleanup_ctx.append(config_watcher("llmrouter", "llmrouter-gateway-config"))
+    app.cleanup_ctx.append(credentials_watcher("llmrouter", credentials))
     server = TestServer(app, host="127.0.0.1", port=free_port())
     await server.start_server()
     yield f"http://127.0.0.1:{server.port}"
@@ -269,3 +273,31 @@ def test_least_privilege(operator: None) -> None:
     assert not allowed("llmrouter-operator", "update", "tenants", group="llmrouter.io")
     assert not allowed("llmrouter-operator", "delete", "deployments", "default", "apps")
     assert not allowed("llmrouter-operator", "create", "pods", "default")
+
+
+async def test_provider_key_from_a_secret_reaches_the_provider(
+    gateway: str, upstream: FakeUpstream
+) -> None:
+    core = client.CoreV1Api(ADMIN)
+    core.create_namespaced_secret(
+        "default",
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="provider-key"), string_data={"token": "sk-secret-1"}
+        ),
+    )
+    body = external("secured", upstream.url, "upstream-model")
+    body["spec"]["external"]["apiKeySecretRef"] = {"name": "provider-key", "key": "token"}
+    custom().create_namespaced_custom_object(GROUP, VERSION, "default", "modeldeployments", body)
+    tenant_body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Tenant",
+        "metadata": {"name": "cred"},
+        "spec": {"models": ["secured"], "apiKeys": [{"name": "k"}]},
+    }
+    custom().create_namespaced_custom_object(GROUP, VERSION, "default", "tenants", tenant_body)
+    key = await wait(lambda: key_of("llmrouter-key-cred-k"))
+    await wait(lambda: status_code(gateway, key, "secured") == 200)
+    assert upstream.seen[-1].headers["Authorization"] == "Bearer sk-secret-1"
+    # The gateway's namespace holds a copy; the gateway never reads other namespaces.
+    copy = core.read_namespaced_secret("llmrouter-provider-default-provider-key", "llmrouter")
+    assert set(copy.data or {}) == {"token"}
