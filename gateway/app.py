@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -13,6 +14,7 @@ from llmrouter.gateway import middleware
 from llmrouter.gateway.admin import admin_routes
 from llmrouter.gateway.budget import BudgetMonitor
 from llmrouter.gateway.cache import MemoryCache, RedisCache
+from llmrouter.gateway.config import GatewayConfig
 from llmrouter.gateway.credentials import CredentialSource, EnvCredentials
 from llmrouter.gateway.endpoint_table import EndpointTable, poll_once
 from llmrouter.gateway.endpoints import BreakerSettings
@@ -41,6 +43,8 @@ from llmrouter.gateway.state.resilient import ResilientStore
 from llmrouter.gateway.store import ConfigStore
 from llmrouter.gateway.upstream import UpstreamClient
 from llmrouter.gateway.usage import UsageLedger
+
+logger = logging.getLogger(__name__)
 
 
 def create_app(
@@ -126,3 +130,14 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
     app[JWKS] = JWKSCache(session, min_refresh_s=app[SETTINGS].jwks_min_refresh_s)
     yield
     await session.close()
+
+
+def offer_config(app: web.Application, config: GatewayConfig | None, error: str = "") -> None:
+    """Put a newly compiled configuration in force, or log why there is none and keep the
+    last good one: the one way every configuration source updates a running gateway."""
+    if config is None:
+        app[METRICS].config_reloads.labels("error").inc()
+        logger.error("configuration not loaded, keeping the last good one:\n%s", error)
+        return
+    app[METRICS].config_reloads.labels("ok").inc()
+    app[STORE].replace(config)

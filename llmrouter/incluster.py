@@ -15,9 +15,9 @@ from aiohttp import web
 from kubernetes import client, config, watch
 from pydantic import ValidationError
 
+from llmrouter.gateway.app import offer_config
 from llmrouter.gateway.config import GatewayConfig
 from llmrouter.gateway.credentials import MappingCredentials
-from llmrouter.gateway.keys import METRICS, STORE
 from llmrouter.operator.render import (
     GATEWAY_CONFIG_KEY,
     PROVIDER_CREDENTIAL_LABEL,
@@ -108,9 +108,11 @@ def config_watcher(namespace: str, name: str) -> AppContext:
             try:
                 config = decode(secret)
             except (ValueError, ValidationError) as exc:
-                loop.call_soon_threadsafe(_swap, app, None, f"Secret {namespace}/{name}: {exc}")
+                loop.call_soon_threadsafe(
+                    offer_config, app, None, f"Secret {namespace}/{name}: {exc}"
+                )
                 return
-            loop.call_soon_threadsafe(_swap, app, config, None)
+            loop.call_soon_threadsafe(offer_config, app, config)
 
         watcher = SecretWatcher(namespace, on_event, field_selector=f"metadata.name={name}")
         watcher.start()
@@ -160,12 +162,3 @@ def _replace_credentials(
         del credentials.values[stale]
     for key, value in values.items():
         credentials.values[(namespace, name, key)] = value
-
-
-def _swap(app: web.Application, config: GatewayConfig | None, error: str | None) -> None:
-    if config is None:
-        app[METRICS].config_reloads.labels("error").inc()
-        logger.error("configuration not loaded, keeping the last good one: %s", error)
-        return
-    app[METRICS].config_reloads.labels("ok").inc()
-    app[STORE].replace(config)

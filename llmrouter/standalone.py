@@ -19,8 +19,8 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from llmrouter.gateway.app import offer_config
 from llmrouter.gateway.config import GatewayConfig, hash_api_key
-from llmrouter.gateway.keys import METRICS, STORE
 from llmrouter.operator import yamlutil
 from llmrouter.operator.compile import CompileError, Resources, compile_config
 from llmrouter.operator.manifests import ManifestError, load_manifests, manifest_files
@@ -141,8 +141,6 @@ async def _watch(app: web.Application, source: StandaloneSource, interval_s: flo
         try:
             config = await asyncio.to_thread(source.load)
         except CONFIG_ERRORS as exc:
-            app[METRICS].config_reloads.labels("error").inc()
-            logger.error("configuration not reloaded, keeping the last good one:\n%s", exc)
+            offer_config(app, None, str(exc))
             continue
-        app[METRICS].config_reloads.labels("ok").inc()
-        app[STORE].replace(config)
+        offer_config(app, config)
