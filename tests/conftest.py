@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import redis
-from aiohttp.test_utils import TestServer
 
 from llmrouter.gateway.app import create_app
 from llmrouter.gateway.credentials import EnvCredentials
@@ -16,6 +15,7 @@ from llmrouter.standalone import StandaloneSource
 from tests.support.config import PROVIDER_TOKEN, write_config
 from tests.support.fake_upstream import FakeUpstream, UpstreamThread
 from tests.support.redis_server import RedisServer
+from tests.support.serve import serving
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -74,7 +74,5 @@ async def gateway_url(source: StandaloneSource) -> AsyncIterator[str]:
     settings = GatewaySettings(max_body_bytes=64 * 1024)
     credentials = EnvCredentials({"LLMROUTER_SECRET_PROVIDER_TOKEN": PROVIDER_TOKEN})
     app = create_app(settings, ConfigStore(source.load()), credentials)
-    server = TestServer(app, host="127.0.0.1", port=free_port())
-    await server.start_server()
-    yield f"http://127.0.0.1:{server.port}"
-    await server.close()
+    async with serving(app) as url:
+        yield url

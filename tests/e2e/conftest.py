@@ -4,14 +4,13 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestServer
 
 from llmrouter.gateway.app import create_app
 from llmrouter.gateway.settings import GatewaySettings
 from llmrouter.gateway.store import ConfigStore
 from llmrouter.standalone import StandaloneSource
 from tests.support.llama import LlamaServer, llama_server_binary, tiny_model
-from tests.support.serve import free_port
+from tests.support.serve import serving
 
 KEY = "llmr_e2e_developer_key_000000001"
 RESOURCES = """
@@ -92,7 +91,5 @@ async def gateway(
         {"tiny": [llama_chat.url], "tiny-embed": [llama_embed.url]},
     )
     app = create_app(GatewaySettings(), ConfigStore(source.load()))
-    server = TestServer(app, host="127.0.0.1", port=free_port())
-    await server.start_server()
-    yield f"http://127.0.0.1:{server.port}"
-    await server.close()
+    async with serving(app) as url:
+        yield url

@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from aiohttp.test_utils import TestServer
 from kopf.testing import KopfRunner
 from kubernetes import client
 from kubernetes.config import kube_config
@@ -34,7 +33,7 @@ from tests.e2e.kube_fixtures import (
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.kube import ControlPlane
 from tests.support.llama import LlamaServer
-from tests.support.serve import free_port
+from tests.support.serve import serving
 
 __all__ = ["control_plane"]
 pytestmark = pytest.mark.e2e
@@ -71,10 +70,8 @@ async def gateway(operator: None) -> AsyncIterator[str]:
     app = create_app(GatewaySettings(), ConfigStore(), credentials)
     app.cleanup_ctx.append(config_watcher("llmrouter", "llmrouter-gateway-config"))
     app.cleanup_ctx.append(credentials_watcher("llmrouter", credentials))
-    server = TestServer(app, host="127.0.0.1", port=free_port())
-    await server.start_server()
-    yield f"http://127.0.0.1:{server.port}"
-    await server.close()
+    async with serving(app) as url:
+        yield url
 
 
 async def wait(check: Any, timeout_s: float = 30) -> Any:

@@ -15,18 +15,14 @@ from llmrouter.gateway.app import create_app
 from llmrouter.gateway.settings import GatewaySettings
 from llmrouter.gateway.store import ConfigStore
 from llmrouter.standalone import StandaloneSource
+from tests.support.config import LOCAL_MODEL
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.serve import free_port
 
 KEYS = {"a": "llmr_cache_tenant_a_key_00000001", "b": "llmr_cache_tenant_b_key_00000001"}
-RESOURCES = """
-apiVersion: llmrouter.io/v1alpha1
-kind: ModelDeployment
-metadata: {name: local}
-spec:
-  llamacpp: {model: {url: "https://example.invalid/m.gguf"}}
-  pricing: {inputPerMillion: "2", outputPerMillion: "4"}
----
+RESOURCES = (
+    LOCAL_MODEL
+    + """
 apiVersion: llmrouter.io/v1alpha1
 kind: Tenant
 metadata: {name: a}
@@ -37,6 +33,7 @@ kind: Tenant
 metadata: {name: b}
 spec: {models: [local], apiKeys: [{name: k, role: developer}]}
 """
+)
 Gateway = Callable[..., Any]
 
 

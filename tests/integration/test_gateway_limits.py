@@ -11,23 +11,18 @@ import aiohttp
 import openai
 import pytest
 import yaml
-from aiohttp.test_utils import TestServer
 
 from llmrouter.gateway.app import create_app
 from llmrouter.gateway.settings import GatewaySettings
 from llmrouter.gateway.store import ConfigStore
 from llmrouter.standalone import StandaloneSource
+from tests.support.config import LOCAL_MODEL
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.serve import free_port
+from tests.support.serve import serving
 
-RESOURCES = """
-apiVersion: llmrouter.io/v1alpha1
-kind: ModelDeployment
-metadata: {name: local}
-spec:
-  llamacpp: {model: {url: "https://example.invalid/m.gguf"}}
-  pricing: {inputPerMillion: "2", outputPerMillion: "4"}
----
+RESOURCES = (
+    LOCAL_MODEL
+    + """
 apiVersion: llmrouter.io/v1alpha1
 kind: Tenant
 metadata: {name: limited}
@@ -55,6 +50,7 @@ spec:
   budget: {monthlyUSD: "0.00001", onExceeded: Alert}
   apiKeys: [{name: dev, role: developer}]
 """
+)
 KEYS = {
     ("limited", "dev"): "llmr_limited_dev_key_0000000001",
     ("limited", "small"): "llmr_limited_small_key_00000001",
@@ -87,10 +83,8 @@ async def url(tmp_path: Path, upstream: FakeUpstream, clock: Clock) -> AsyncIter
     keys.write_text(yaml.safe_dump(by_tenant))
     source = StandaloneSource([tmp_path / "resources.yaml"], keys, {"local": [upstream.url]})
     app = create_app(GatewaySettings(clock=clock), ConfigStore(source.load()))
-    server = TestServer(app, host="127.0.0.1", port=free_port())
-    await server.start_server()
-    yield f"http://127.0.0.1:{server.port}"
-    await server.close()
+    async with serving(app) as url:
+        yield url
 
 
 def client(url: str, tenant: str, key: str = "dev") -> openai.AsyncOpenAI:

@@ -23,7 +23,7 @@ from llmrouter.gateway.settings import GatewaySettings
 from llmrouter.gateway.store import ConfigStore
 from llmrouter.standalone import StandaloneSource
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.serve import free_port
+from tests.support.serve import free_port, serving
 
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 EC_KEY = ec.generate_private_key(ec.SECP256R1())
@@ -110,10 +110,8 @@ async def gateway(tmp_path: Path, issuer: Issuer, upstream: FakeUpstream) -> Asy
     (tmp_path / "r.yaml").write_text(RESOURCES.replace("ISSUER", issuer.url))
     source = StandaloneSource([tmp_path / "r.yaml"], None, {"local": [upstream.url]})
     app = create_app(GatewaySettings(jwks_min_refresh_s=0.5), ConfigStore(source.load()))
-    server = TestServer(app, host="127.0.0.1", port=free_port())
-    await server.start_server()
-    yield f"http://127.0.0.1:{server.port}"
-    await server.close()
+    async with serving(app) as url:
+        yield url
 
 
 async def call(

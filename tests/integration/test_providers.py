@@ -20,7 +20,7 @@ from llmrouter.gateway.credentials import EnvCredentials
 from llmrouter.gateway.settings import GatewaySettings
 from llmrouter.gateway.store import ConfigStore
 from llmrouter.standalone import StandaloneSource
-from tests.support.serve import free_port
+from tests.support.serve import free_port, serving
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "anthropic"
 KEY = "llmr_providers_key_0000000000001"
@@ -134,10 +134,8 @@ async def gateway(tmp_path: Path, providers: tuple[Providers, str]) -> AsyncIter
     (tmp_path / "keys.yaml").write_text(f"t:\n  k: {KEY}\n")
     source = StandaloneSource([tmp_path / "r.yaml"], tmp_path / "keys.yaml")
     app = create_app(GatewaySettings(), ConfigStore(source.load()), EnvCredentials(SECRETS))
-    server = TestServer(app, host="127.0.0.1", port=free_port())
-    await server.start_server()
-    yield f"http://127.0.0.1:{server.port}"
-    await server.close()
+    async with serving(app) as url:
+        yield url
 
 
 def client(gateway: str) -> openai.AsyncOpenAI:

@@ -10,19 +10,15 @@ import httpx
 import pytest
 import yaml
 
+from tests.support.config import LOCAL_MODEL
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.processes import wait_until
 from tests.support.redis_server import RedisServer
 from tests.support.serve import ServeProcess
 
-RESOURCES = """
-apiVersion: llmrouter.io/v1alpha1
-kind: ModelDeployment
-metadata: {name: local}
-spec:
-  llamacpp: {model: {url: "https://example.invalid/m.gguf"}}
-  pricing: {inputPerMillion: "2", outputPerMillion: "4"}
----
+RESOURCES = (
+    LOCAL_MODEL
+    + """
 apiVersion: llmrouter.io/v1alpha1
 kind: Tenant
 metadata: {name: shared}
@@ -39,6 +35,7 @@ spec:
   budget: {monthlyUSD: "0.00005"}
   apiKeys: [{name: dev, role: developer}]
 """
+)
 SHARED_KEY = "llmr_shared_dev_key_00000000001"
 BUDGET_KEY = "llmr_budgeted_dev_key_000000001"
 BODY = {"model": "local", "messages": [{"role": "user", "content": "hi"}]}

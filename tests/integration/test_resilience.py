@@ -17,7 +17,7 @@ from llmrouter.gateway.settings import GatewaySettings
 from llmrouter.gateway.store import ConfigStore
 from llmrouter.standalone import StandaloneSource
 from tests.support.fake_upstream import FakeUpstream, UpstreamThread
-from tests.support.serve import free_port
+from tests.support.serve import free_port, serving
 
 KEY = "llmr_resilience_key_000000000001"
 RESOURCES = """
@@ -86,10 +86,8 @@ async def gateway(tmp_path: Path, servers: list[FakeUpstream]) -> AsyncIterator[
         breaker_failures=2, breaker_cooldown_s=0.5, max_attempts=3, poll_interval_s=0.2
     )
     app = create_app(settings, ConfigStore(source.load()))
-    server = TestServer(app, host="127.0.0.1", port=free_port())
-    await server.start_server()
-    yield f"http://127.0.0.1:{server.port}"
-    await server.close()
+    async with serving(app) as url:
+        yield url
 
 
 def client(gateway: str) -> openai.AsyncOpenAI:

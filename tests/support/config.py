@@ -4,6 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+LOCAL_MODEL = """
+apiVersion: llmrouter.io/v1alpha1
+kind: ModelDeployment
+metadata: {name: local}
+spec:
+  llamacpp: {model: {url: "https://example.invalid/m.gguf"}}
+  pricing: {inputPerMillion: "2", outputPerMillion: "4"}
+---
+"""
+"""A model named `local` at $2 and $4 per million input and output tokens."""
+
 DEV_KEY = "llmr_test_developer_key_0000000001"
 ANALYST_KEY = "llmr_test_analyst_key_00000000002"
 OTHER_TENANT_KEY = "llmr_test_other_tenant_key_000003"
