@@ -199,7 +199,7 @@ def test_llamacpp_model_gets_deployment_service_and_status(operator: None) -> No
     deployment = eventually(lambda: apps.read_namespaced_deployment("llama", "default"))
     owner = deployment.metadata.owner_references[0]
     assert (owner.kind, owner.name, owner.controller) == ("ModelDeployment", "llama", True)
-    service = core.read_namespaced_service("llama", "default").to_dict()
+    service = eventually(lambda: core.read_namespaced_service("llama", "default")).to_dict()
     assert service["spec"]["ports"][0]["port"] == 8080
 
     def ready() -> bool:
