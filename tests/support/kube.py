@@ -210,42 +210,15 @@ current-context: test
         wait_until(self._api_ready, 90, "kube-apiserver /readyz")
         self._start(
             "kube-controller-manager",
-            "--kubeconfig",
-            str(self.kubeconfig),
-            "--authentication-kubeconfig",
-            str(self.kubeconfig),
-            "--authorization-kubeconfig",
-            str(self.kubeconfig),
-            "--bind-address",
-            "127.0.0.1",
-            "--secure-port",
-            str(free_port()),
-            "--leader-elect=false",
+            *self._client_args("kcm"),
             "--service-account-private-key-file",
             str(d / "sa.key"),
             "--root-ca-file",
             str(d / "ca.crt"),
             "--controllers",
             "*,-nodeipam,-service-lb-controller,-cloud-node-lifecycle",
-            "--cert-dir",
-            str(d / "kcm-certs"),
         )
-        self._start(
-            "kube-scheduler",
-            "--kubeconfig",
-            str(self.kubeconfig),
-            "--authentication-kubeconfig",
-            str(self.kubeconfig),
-            "--authorization-kubeconfig",
-            str(self.kubeconfig),
-            "--bind-address",
-            "127.0.0.1",
-            "--secure-port",
-            str(free_port()),
-            "--leader-elect=false",
-            "--cert-dir",
-            str(d / "scheduler-certs"),
-        )
+        self._start("kube-scheduler", *self._client_args("scheduler"))
         self._start(
             "kwok",
             "--kubeconfig",
@@ -260,6 +233,25 @@ current-context: test
         self.create_fake_node()
         self.ready_s = time.monotonic() - started
         return self
+
+    def _client_args(self, name: str) -> list[str]:
+        """What every component talking to the API server as admin needs."""
+        kubeconfig = str(self.kubeconfig)
+        return [
+            "--kubeconfig",
+            kubeconfig,
+            "--authentication-kubeconfig",
+            kubeconfig,
+            "--authorization-kubeconfig",
+            kubeconfig,
+            "--bind-address",
+            "127.0.0.1",
+            "--secure-port",
+            str(free_port()),
+            "--leader-elect=false",
+            "--cert-dir",
+            str(self.dir / f"{name}-certs"),
+        ]
 
     def create_fake_node(self) -> None:
         resources = {"cpu": "64", "memory": "512Gi", "pods": "500", "nvidia.com/gpu": "16"}
