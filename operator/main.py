@@ -6,9 +6,9 @@ from typing import Any
 
 import kopf
 
-from llmrouter.operator.controllers import compiler, modeldeployment, tenant
+from llmrouter.operator.controllers import compiler, modeldeployment, tenant, usage
 
-__all__ = ["compiler", "modeldeployment", "tenant"]
+__all__ = ["compiler", "modeldeployment", "tenant", "usage"]
 
 
 @kopf.on.startup()

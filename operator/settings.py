@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 
@@ -50,5 +51,13 @@ class OperatorSettings:
     compile_debounce_s: float = 0.05
     """Changes arriving this close together are compiled once."""
 
+    usage_interval_s: float = field(
+        default_factory=lambda: float(os.environ.get("LLMROUTER_USAGE_INTERVAL", "30"))
+    )
+    """How often each Tenant's status.usage is refreshed from the shared state (Redis)."""
 
-SETTINGS = OperatorSettings()
+
+@functools.cache
+def current() -> OperatorSettings:
+    """The settings from the environment as it is when the operator first asks."""
+    return OperatorSettings()

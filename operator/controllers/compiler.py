@@ -17,7 +17,7 @@ import kopf
 from pydantic import ValidationError
 
 from llmrouter.gateway.config import GatewayConfig, hash_api_key
-from llmrouter.operator import kube
+from llmrouter.operator import kube, settings
 from llmrouter.operator.api.common import API_VERSION, GROUP, VERSION
 from llmrouter.operator.api.modeldeployment import ModelDeployment
 from llmrouter.operator.api.tenant import Tenant
@@ -33,7 +33,6 @@ from llmrouter.operator.render import (
     render_gateway_service,
     render_provider_secret_copy,
 )
-from llmrouter.operator.settings import SETTINGS
 
 logger = logging.getLogger(__name__)
 
@@ -102,22 +101,30 @@ def copy_provider_secrets(resources: Resources) -> None:
         source = kube.get("v1", "Secret", name, namespace)
         data = {k: v for k, v in ((source or {}).get("data") or {}).items() if k in keys}
         for key, value in data.items():
-            kube.apply(render_provider_secret_copy(SETTINGS.namespace, namespace, name, key, value))
+            kube.apply(
+                render_provider_secret_copy(
+                    settings.current().namespace, namespace, name, key, value
+                )
+            )
         if data:
             keep.add(provider_secret_name(namespace, name))
     for copy in kube.list_objects(
-        "v1", "Secret", SETTINGS.namespace, f"{PROVIDER_CREDENTIAL_LABEL}"
+        "v1", "Secret", settings.current().namespace, f"{PROVIDER_CREDENTIAL_LABEL}"
     ):
         if copy["metadata"]["name"] not in keep:
-            kube.delete("v1", "Secret", copy["metadata"]["name"], SETTINGS.namespace)
+            kube.delete("v1", "Secret", copy["metadata"]["name"], settings.current().namespace)
 
 
 def compile_and_publish() -> str:
     resources = read_resources()
     copy_provider_secrets(resources)
     config, problems = compile_leaving_out(resources)
-    secret = render_gateway_config_secret(SETTINGS.config_secret, SETTINGS.namespace, config)
-    current = kube.get("v1", "Secret", SETTINGS.config_secret, SETTINGS.namespace)
+    secret = render_gateway_config_secret(
+        settings.current().config_secret, settings.current().namespace, config
+    )
+    current = kube.get(
+        "v1", "Secret", settings.current().config_secret, settings.current().namespace
+    )
     fingerprint = config.fingerprint()
     if (
         current is None
@@ -155,9 +162,12 @@ def compile_and_publish() -> str:
 @kopf.on.startup()
 def apply_gateway(logger: Any, **_: Any) -> None:
     """The gateway Deployment and Service, in the operator's namespace."""
-    for obj in (render_gateway_deployment(SETTINGS), render_gateway_service(SETTINGS)):
+    for obj in (
+        render_gateway_deployment(settings.current()),
+        render_gateway_service(settings.current()),
+    ):
         kube.apply(obj)
-    logger.info("applied the gateway Deployment and Service in %s", SETTINGS.namespace)
+    logger.info("applied the gateway Deployment and Service in %s", settings.current().namespace)
 
 
 @kopf.on.startup()
@@ -179,8 +189,8 @@ async def _compile_loop(changed: asyncio.Event) -> None:
     while True:
         # Also every so often: provider key Secrets are not watched, and may change.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), SETTINGS.resync_s)
-        await asyncio.sleep(SETTINGS.compile_debounce_s)
+            await asyncio.wait_for(changed.wait(), settings.current().resync_s)
+        await asyncio.sleep(settings.current().compile_debounce_s)
         changed.clear()
         try:
             await asyncio.to_thread(compile_and_publish)

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import os
 from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from tests.e2e.kube_fixtures import (
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.kube import ControlPlane
 from tests.support.llama import LlamaServer
+from tests.support.redis_server import RedisServer
 from tests.support.serve import serving
 
 __all__ = ["control_plane"]
@@ -45,10 +47,13 @@ ADMIN: client.ApiClient
 
 
 @pytest.fixture(scope="module")
-def operator(control_plane: ControlPlane) -> Iterator[None]:
+def operator(control_plane: ControlPlane, redis_server: RedisServer) -> Iterator[None]:
     """The operator as the chart installs it: with the chart's ServiceAccount and RBAC only,
-    so that a verb missing from the ClusterRole fails these tests."""
+    so that a verb missing from the ClusterRole fails these tests; gateways and operator
+    share state in Redis, as with the chart's gateway.stateURL."""
     global ADMIN
+    os.environ["LLMROUTER_STATE_URL"] = redis_server.url
+    os.environ["LLMROUTER_USAGE_INTERVAL"] = "0.5"
     ADMIN = admin_client(control_plane)
     client.CoreV1Api(ADMIN).create_namespace(
         client.V1Namespace(metadata=client.V1ObjectMeta(name="llmrouter"))
@@ -65,9 +70,9 @@ def operator(control_plane: ControlPlane) -> Iterator[None]:
 
 
 @pytest.fixture
-async def gateway(operator: None) -> AsyncIterator[str]:
+async def gateway(operator: None, redis_server: RedisServer) -> AsyncIterator[str]:
     credentials = MappingCredentials()
-    app = create_app(GatewaySettings(), ConfigStore(), credentials)
+    app = create_app(GatewaySettings(state_url=redis_server.url), ConfigStore(), credentials)
     app.cleanup_ctx.append(config_watcher("llmrouter", "llmrouter-gateway-config"))
     app.cleanup_ctx.append(credentials_watcher("llmrouter", credentials))
     async with serving(app) as url:
@@ -298,3 +303,34 @@ async def test_provider_key_from_a_secret_reaches_the_provider(
     # The gateway's namespace holds a copy; the gateway never reads other namespaces.
     copy = core.read_namespaced_secret("llmrouter-provider-default-provider-key", "llmrouter")
     assert set(copy.data or {}) == {"token"}
+
+
+async def test_tenant_status_shows_this_months_usage_and_budget(
+    gateway: str, llama_chat: LlamaServer
+) -> None:
+    priced = external("priced", llama_chat.url, "tiny")
+    priced["spec"]["pricing"] = {"inputPerMillion": "1000", "outputPerMillion": "2000"}
+    custom().create_namespaced_custom_object(GROUP, VERSION, "default", "modeldeployments", priced)
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Tenant",
+        "metadata": {"name": "paying"},
+        "spec": {"models": ["priced"], "budget": {"monthlyUSD": "10"}, "apiKeys": [{"name": "k"}]},
+    }
+    custom().create_namespaced_custom_object(GROUP, VERSION, "default", "tenants", body)
+    key = await wait(lambda: key_of("llmrouter-key-paying-k"))
+    await wait(lambda: status_code(gateway, key, "priced") == 200)
+    assert await asyncio.to_thread(status_code, gateway, key, "priced") == 200
+
+    def usage() -> Any:
+        found = tenant("paying").get("status", {})
+        return found if found.get("usage", {}).get("requests") == 2 else None
+
+    status = await wait(usage)
+    used = status["usage"]
+    assert used["inputTokens"] > 0 and used["outputTokens"] > 0
+    cost = Decimal(used["costUSD"])
+    assert (
+        cost == (Decimal(used["inputTokens"]) * 1000 + Decimal(used["outputTokens"]) * 2000) / 10**6
+    )
+    assert Decimal(status["budgetRemainingUSD"]) == 10 - cost
