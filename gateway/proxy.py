@@ -410,7 +410,6 @@ async def _account(
     cost = usage.cost(route.pricing)
     now = app[SETTINGS].clock()
     state = app[STATE]
-    await state.release(plan, request[REQUEST_ID])
     settlement = Settlement(
         at=now,
         tenant=identity.tenant.id,
@@ -422,7 +421,7 @@ async def _account(
         output_tokens=usage.output_tokens,
         cost_nano=to_nano(cost),
     )
-    spend = await state.settle(plan, settlement)
+    spend = await state.finish(plan, request[REQUEST_ID], settlement)
     app[BUDGETS].observe(identity.tenant, settlement.month, spend)
     record = RequestRecord(
         request_id=request[REQUEST_ID],

@@ -121,6 +121,9 @@ class StateStore(Protocol):
     async def settle(self, plan: Plan, settlement: Settlement) -> int:
         """Correct token estimates, add spend and usage; return the month's spend (nano)."""
 
+    async def finish(self, plan: Plan, request_id: str, settlement: Settlement) -> int:
+        """``release`` then ``settle``, at once: what every finished request does."""
+
     async def spend(self, tenant: str, month: str) -> int:
         """The tenant's spend this month, in nano-dollars."""
 

@@ -77,6 +77,10 @@ class MemoryStore:
         row.cost_nano += s.cost_nano
         return self._spend[spend_key]
 
+    async def finish(self, plan: Plan, request_id: str, s: Settlement) -> int:
+        await self.release(plan, request_id)
+        return await self.settle(plan, s)
+
     async def spend(self, tenant: str, month: str) -> int:
         return self._spend.get(k.spend(tenant, month), 0)
 

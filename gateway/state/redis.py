@@ -64,13 +64,17 @@ end
 return 0
 """
 
-# KEYS: spend, usage hash, token counters…
-# ARGV: (unused), cost, requests field, input field, output field, cost field,
-#       input tokens, output tokens, retention, correction of each token counter…
+# KEYS: spend, usage hash, token counters…, concurrency sets to leave…
+# ARGV: #token counters, cost, requests field, input field, output field, cost field,
+#       input tokens, output tokens, retention, request id, correction of each token counter…
 # Returns the month's spend after this request.
 SETTLE = """
-for i = 3, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBY', KEYS[i], ARGV[i + 7]) end
+local ntok = tonumber(ARGV[1])
+for i = 3, 2 + ntok do
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBY', KEYS[i], ARGV[i + 8]) end
+end
+for i = 3 + ntok, #KEYS do
+  redis.call('ZREM', KEYS[i], ARGV[10])
 end
 redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
 redis.call('HINCRBY', KEYS[2], ARGV[4], ARGV[7])
@@ -142,21 +146,28 @@ class RedisStore:
                     pipe.zrem(cc.key, request_id)
                 await self._call(pipe.execute())
 
-    async def settle(self, plan: Plan, s: Settlement) -> int:
+    async def settle(self, plan: Plan, s: Settlement, release_id: str | None = None) -> int:
         actual = s.input_tokens + s.output_tokens
         fields = [k.usage_field(s.model, s.user, what) for what in k.USAGE_FIELDS]
         keys = [k.spend(s.tenant, s.month), k.usage(s.tenant, s.day)]
         keys += [key for key, _ in plan.token_counters]
+        if release_id is not None:
+            keys += [cc.key for cc in plan.concurrency]
         args: list[int | str] = [
-            0,
+            len(plan.token_counters),
             s.cost_nano,
             *fields,
             s.input_tokens,
             s.output_tokens,
             k.USAGE_RETENTION_S,
+            release_id or "",
         ]
         args += [actual - estimate for _, estimate in plan.token_counters]
         return int(await self._call(self._settle(keys=keys, args=args)))
+
+    async def finish(self, plan: Plan, request_id: str, s: Settlement) -> int:
+        """release and settle in one round trip."""
+        return await self.settle(plan, s, release_id=request_id)
 
     async def spend(self, tenant: str, month: str) -> int:
         return int(await self._call(self._redis.get(k.spend(tenant, month))) or 0)

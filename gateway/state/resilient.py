@@ -108,6 +108,17 @@ class ResilientStore:
         self._pending.append((plan, settlement))
         return await self._local.settle(plan, settlement)
 
+    async def finish(self, plan: Plan, request_id: str, settlement: Settlement) -> int:
+        if request_id in self._local_ids or not self.available:
+            await self.release(plan, request_id)
+            return await self.settle(plan, settlement)
+        try:
+            return await self.primary.finish(plan, request_id, settlement)
+        except StateUnavailable as exc:
+            self._went_down(exc)  # the slot's lease frees it when Redis is back
+        self._pending.append((plan, settlement))
+        return await self._local.settle(plan, settlement)
+
     async def spend(self, tenant: str, month: str) -> int:
         return await self.primary.spend(tenant, month)
 

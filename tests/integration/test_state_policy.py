@@ -191,3 +191,13 @@ async def test_usage_is_summed_by_model_and_user_over_days(store: StateStore) ->
     both = await store.usage("ns/acme", [day_id(T0), day_id(T0 + 86400)])
     assert both.rows[("m", "key:ci")].requests == 3
     assert (await store.usage("ns/other", [day_id(T0)])).rows == {}
+
+
+async def test_finish_releases_and_settles_at_once(store: StateStore) -> None:
+    who = identity(max_concurrent=1, tokens_per_minute=100)
+    plan = plan_admission(who, 60, T0)
+    assert await store.admit(plan, "a", T0) is None
+    assert (await store.admit(plan_admission(who, 0, T0), "b", T0)) is not None  # slot held
+    spend = await store.finish(plan, "a", settlement(T0, tokens_in=5, tokens_out=5, cost_nano=7))
+    assert spend == 7
+    assert await store.admit(plan_admission(who, 90, T0), "c", T0) is None  # 10 + 90 <= 100
