@@ -7,11 +7,15 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
 from llmrouter import __version__
 from llmrouter.gateway.settings import GatewaySettings
+
+if TYPE_CHECKING:
+    from aiohttp import web
 from llmrouter.standalone import CONFIG_ERRORS, StandaloneSource
 
 logger = logging.getLogger("llmrouter")
@@ -188,7 +192,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
 
     from llmrouter.gateway.app import create_app
     from llmrouter.gateway.store import ConfigStore
@@ -213,7 +216,7 @@ def _serve(args: argparse.Namespace) -> int:
         settings.host,
         settings.port,
     )
-    web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None)
+    _run(app, settings)
     return 0
 
 
@@ -231,8 +234,22 @@ def _settings(args: argparse.Namespace) -> GatewaySettings:
     )
 
 
-def _gateway(args: argparse.Namespace) -> int:
+def _run(app: web.Application, settings: GatewaySettings) -> None:
+    """Serve until interrupted, on uvloop: its event loop is markedly faster than asyncio's."""
+    import uvloop
     from aiohttp import web
+
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        access_log=None,
+        print=None,
+        loop=uvloop.new_event_loop(),
+    )
+
+
+def _gateway(args: argparse.Namespace) -> int:
 
     from llmrouter.gateway.app import create_app
     from llmrouter.gateway.credentials import MappingCredentials
@@ -254,7 +271,7 @@ def _gateway(args: argparse.Namespace) -> int:
         settings.port,
         *args.config_secret,
     )
-    web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None)
+    _run(app, settings)
     return 0
 
 
