@@ -26,7 +26,6 @@ from llmrouter.gateway.keys import (
     ENDPOINTS,
     HTTP_SESSION,
     JWKS,
-    LEDGER,
     METRICS,
     SETTINGS,
     STATE,
@@ -42,7 +41,6 @@ from llmrouter.gateway.state.redis import RedisStore
 from llmrouter.gateway.state.resilient import ResilientStore
 from llmrouter.gateway.store import ConfigStore
 from llmrouter.gateway.upstream import UpstreamClient
-from llmrouter.gateway.usage import UsageLedger
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +59,6 @@ def create_app(
     app[SETTINGS] = settings
     app[STORE] = store
     app[METRICS] = GatewayMetrics()
-    app[LEDGER] = UsageLedger()
     app[CREDENTIALS] = credentials or EnvCredentials()
     app[STATE] = state or open_state(settings)
     app[BUDGETS] = BudgetMonitor(app[METRICS])

@@ -17,12 +17,10 @@ from llmrouter.gateway.settings import GatewaySettings
 from llmrouter.gateway.state import StateStore
 from llmrouter.gateway.store import ConfigStore
 from llmrouter.gateway.upstream import UpstreamClient
-from llmrouter.gateway.usage import UsageLedger
 
 SETTINGS = web.AppKey("settings", GatewaySettings)
 STORE = web.AppKey("store", ConfigStore)
 METRICS = web.AppKey("metrics", GatewayMetrics)
-LEDGER = web.AppKey("ledger", UsageLedger)
 CREDENTIALS = web.AppKey("credentials", CredentialSource)
 HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
 UPSTREAM = web.AppKey("upstream", UpstreamClient)

@@ -35,7 +35,6 @@ from llmrouter.gateway.keys import (
     CONFIG,
     ENDPOINTS,
     IDENTITY,
-    LEDGER,
     METRICS,
     REQUEST_ID,
     SETTINGS,
@@ -437,7 +436,6 @@ async def _account(
         stream=req.stream,
     )
     app[METRICS].observe(record)
-    app[LEDGER].record(record)
     if app[SETTINGS].access_log:
         logger.info(
             "request %s tenant=%s user=%s model=%s route=%r endpoint=%s status=%d "

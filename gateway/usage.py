@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -50,28 +49,3 @@ class RequestRecord:
     duration_s: float
     ttft_s: float | None = None
     stream: bool = False
-
-
-@dataclass
-class Totals:
-    requests: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: Decimal = field(default_factory=Decimal)
-
-
-class UsageLedger:
-    """Running totals per (tenant, model) in this process."""
-
-    def __init__(self) -> None:
-        self._totals: dict[tuple[str, str], Totals] = defaultdict(Totals)
-
-    def record(self, rec: RequestRecord) -> None:
-        totals = self._totals[(rec.tenant, rec.model)]
-        totals.requests += 1
-        totals.input_tokens += rec.usage.input_tokens
-        totals.output_tokens += rec.usage.output_tokens
-        totals.cost_usd += rec.cost_usd
-
-    def totals(self, tenant: str, model: str) -> Totals:
-        return self._totals.get((tenant, model), Totals())
