@@ -72,6 +72,9 @@ def create_app(
         else MemoryCache(settings.cache_max_entries)
     )
     _report_state(app)
+    app[METRICS].config_info.set_function(
+        lambda: float(len(store.current.models)) if store.ready else 0.0
+    )
     app.add_routes(routes)
     app.add_routes(admin_routes)
     app.cleanup_ctx.append(_upstream_session)

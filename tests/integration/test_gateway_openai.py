@@ -44,6 +44,7 @@ async def test_chat_non_stream_relays_answer_and_records_usage(
     assert (
         'llmrouter_tokens_total{direction="output",model="local",tenant="default/acme"} 5.0' in text
     )
+    assert "llmrouter_config_models 3.0" in text
     # 7 input tokens at $2/M and 5 output at $4/M
     assert 'llmrouter_cost_usd_total{model="local",tenant="default/acme"} 3.4e-05' in text
 
