@@ -1,0 +1,522 @@
+"""Gateways side by side, on one machine, with one upstream and one load generator.
+
+Upstream: Debian's nginx serving a canned OpenAI chat response and a canned SSE stream.
+Systems: the upstream alone; a minimal aiohttp pass-through (the floor for any aiohttp
+gateway); llmrouter with every policy on (key auth, tenant limits, budget, metrics, usage),
+state in memory and in Redis; LiteLLM's proxy (litellm[proxy], master key, workers = cores).
+Load: wrk (closed loop) for the maximum rate; vegeta at a fixed rate (no coordinated
+omission) at 1 client-equivalent, 50% and 80% of each system's own maximum.
+
+    .venv/bin/python hack/bench_compare.py [--seconds 10] [--skip-litellm] [--force]
+
+Needs nginx and wrk (Debian), vegeta (`go install github.com/tsenart/vegeta/v12`), and
+LiteLLM in its own virtualenv (hack/bench-tools.sh installs all of them into the cache).
+A benchmark, not a test: it refuses a busy machine unless --force, and then says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+CACHE = Path(os.environ.get("LLMROUTER_CACHE", Path.home() / ".cache" / "llmrouter"))
+TOOLS = CACHE / "bench"
+KEY = "llmr_bench_compare_key_000000001"
+LITELLM_KEY = "sk-bench-master-key"
+CHAT = json.dumps(
+    {
+        "id": "c",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
+    }
+)
+SSE = (
+    "".join(
+        f"data: {json.dumps({'id': 'c', 'object': 'chat.completion.chunk', 'created': 1, 'model': 's', 'choices': [{'index': 0, 'delta': {'content': w}, 'finish_reason': None}]})}\\n\\n"
+        for w in ("Hello", " there", "!")
+    )
+    + "data: "
+    + json.dumps(
+        {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "s",
+            "choices": [],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+        }
+    )
+    + "\\n\\ndata: [DONE]\\n\\n"
+)
+BODY = json.dumps(
+    {"model": "m", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 1}
+)
+STREAM_BODY = json.dumps(
+    {
+        "model": "s",
+        "stream": True,
+        "max_tokens": 3,
+        "messages": [{"role": "user", "content": "hello"}],
+    }
+)
+RESOURCES = """
+apiVersion: llmrouter.io/v1alpha1
+kind: ModelDeployment
+metadata: {name: m}
+spec:
+  external: {provider: openai-compatible, baseURL: "JSON/v1", model: m}
+  pricing: {inputPerMillion: "1", outputPerMillion: "2"}
+---
+apiVersion: llmrouter.io/v1alpha1
+kind: ModelDeployment
+metadata: {name: s}
+spec:
+  external: {provider: openai-compatible, baseURL: "SSE/v1", model: s}
+---
+apiVersion: llmrouter.io/v1alpha1
+kind: Tenant
+metadata: {name: bench}
+spec:
+  models: [m, s]
+  limits: {requestsPerMinute: 100000000, requestsPerDay: 1000000000,
+           tokensPerMinute: 1000000000, tokensPerMonth: 100000000000, maxConcurrent: 10000}
+  budget: {monthlyUSD: "1000000", onExceeded: Block}
+  apiKeys: [{name: k, role: developer}]
+"""
+FLOOR = """
+import sys
+import aiohttp
+from aiohttp import web
+
+json_url, sse_url, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+async def session(app):
+    app["s"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    yield
+    await app["s"].close()
+
+async def proxy(request):
+    body = await request.read()
+    url = sse_url if b'"stream": true' in body else json_url
+    async with request.app["s"].post(url, data=body,
+                                     headers={"Content-Type": "application/json"}) as up:
+        out = web.StreamResponse(status=up.status,
+                                 headers={"Content-Type": up.headers["Content-Type"]})
+        await out.prepare(request)
+        async for chunk in up.content.iter_any():
+            await out.write(chunk)
+        await out.write_eof()
+        return out
+
+app = web.Application()
+app.cleanup_ctx.append(session)
+app.router.add_post("/v1/chat/completions", proxy)
+web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class System:
+    name: str
+    url: str
+    auth: str = ""
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    results: dict[str, float] = field(default_factory=dict)
+
+    def pids(self) -> list[int]:
+        found = []
+        for proc in self.procs:
+            found.append(proc.pid)
+            children = subprocess.run(
+                ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
+            ).stdout.split()
+            found += [int(c) for c in children]
+        return found
+
+    def cpu_s(self) -> float:
+        total = 0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def rss_mib(self) -> float:
+        total = 0
+        for pid in self.pids():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            match = re.search(r"VmRSS:\s+(\d+) kB", status)
+            total += int(match.group(1)) if match else 0
+        return total / 1024
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def tool(name: str) -> str:
+    for candidate in (TOOLS / "bin" / name, shutil.which(name)):
+        if candidate and Path(candidate).exists():
+            return str(candidate)
+    sys.exit(f"{name} not found: run hack/bench-tools.sh")
+
+
+def wait_ready(url: str, auth: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            out = subprocess.run(
+                [
+                    "curl",
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "-X",
+                    "POST",
+                    "-H",
+                    "Content-Type: application/json",
+                    "-H",
+                    f"Authorization: Bearer {auth}",
+                    "-d",
+                    BODY,
+                    url,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout
+            if out == "200":
+                return
+        except subprocess.TimeoutExpired:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} did not answer 200")
+
+
+def wrk_max(system: System, seconds: float, connections: int = 64) -> float:
+    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    headers = f'wrk.headers["Authorization"] = "Bearer {system.auth}"\n' if system.auth else ""
+    script.write_text(
+        f'wrk.method = "POST"\nwrk.body = {json.dumps(BODY)}\n'
+        f'wrk.headers["Content-Type"] = "application/json"\n{headers}'
+    )
+    before = system.cpu_s()
+    out = subprocess.run(
+        [
+            tool("wrk"),
+            "-t2",
+            f"-c{connections}",
+            f"-d{int(seconds)}s",
+            "-s",
+            str(script),
+            system.url,
+        ],
+        capture_output=True,
+        text=True,
+    ).stdout
+    cpu = system.cpu_s() - before
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    system.results["max_rps"] = rps
+    system.results["cpu_s_per_1k"] = cpu / total * 1000
+    system.results["errors"] = float(errors.group(1)) if errors else 0.0
+    return rps
+
+
+def vegeta_at(system: System, rate: float, seconds: float) -> tuple[float, float]:
+    body = Path(tempfile.mkstemp(suffix=".json")[1])
+    body.write_text(BODY)
+    target = (
+        f"POST {system.url}\nContent-Type: application/json\n"
+        + (f"Authorization: Bearer {system.auth}\n" if system.auth else "")
+        + f"@{body}\n"
+    )
+    attack = subprocess.run(
+        [
+            tool("vegeta"),
+            "attack",
+            f"-rate={max(1, int(rate))}/s",
+            f"-duration={int(seconds)}s",
+            "-keepalive=true",
+        ],
+        input=target.encode(),
+        capture_output=True,
+    )
+    report = subprocess.run(
+        [tool("vegeta"), "report", "-type=json"], input=attack.stdout, capture_output=True
+    )
+    doc = json.loads(report.stdout)
+    return doc["latencies"]["50th"] / 1e6, doc["latencies"]["99th"] / 1e6
+
+
+async def ttft_ms(system: System, n: int = 200) -> float:
+    headers = {"Content-Type": "application/json"}
+    if system.auth:
+        headers["Authorization"] = f"Bearer {system.auth}"
+    samples = []
+    async with aiohttp.ClientSession() as http:
+        for _ in range(n):
+            started = time.perf_counter()
+            async with http.post(system.url, data=STREAM_BODY, headers=headers) as resp:
+                await resp.content.readany()
+                samples.append(time.perf_counter() - started)
+                await resp.read()
+    samples.sort()
+    return samples[len(samples) // 2] * 1000
+
+
+def start_nginx(tmp: Path, json_port: int, sse_port: int) -> subprocess.Popen[bytes]:
+    conf = tmp / "nginx.conf"
+    sse = SSE.replace('"', '\\"')  # nginx reads \" and \n inside a double-quoted string
+    conf.write_text(f"""
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/body;
+  keepalive_requests 1000000;
+  server {{
+    listen 127.0.0.1:{json_port};
+    location / {{ default_type application/json; return 200 '{CHAT}'; }}
+  }}
+  server {{
+    listen 127.0.0.1:{sse_port};
+    location / {{ default_type text/event-stream; return 200 "{sse}"; }}
+  }}
+}}
+""")
+    return subprocess.Popen([tool("nginx"), "-c", str(conf), "-p", str(tmp)])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--skip-litellm", action="store_true")
+    parser.add_argument("--force", action="store_true", help="run on a busy machine anyway")
+    args = parser.parse_args()
+    load = os.getloadavg()[0]
+    noisy = load > 0.5
+    if noisy and not args.force:
+        sys.exit(f"load average {load:.2f}: the machine is busy; wait, or --force (noisy)")
+    cores = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        json_port, sse_port = free_port(), free_port()
+        nginx = start_nginx(tmp, json_port, sse_port)
+        json_url = f"http://127.0.0.1:{json_port}/v1/chat/completions"
+        sse_url = f"http://127.0.0.1:{sse_port}/v1/chat/completions"
+        systems = [System("upstream (nginx)", json_url, procs=[nginx])]
+        (tmp / "floor.py").write_text(FLOOR)
+        port = free_port()
+        systems.append(
+            System(
+                "aiohttp pass-through",
+                f"http://127.0.0.1:{port}/v1/chat/completions",
+                procs=[
+                    subprocess.Popen(
+                        [sys.executable, str(tmp / "floor.py"), json_url, sse_url, str(port)],
+                        stderr=subprocess.DEVNULL,
+                    )
+                ],
+            )
+        )
+        resources = tmp / "resources.yaml"
+        resources.write_text(
+            RESOURCES.replace("JSON", f"http://127.0.0.1:{json_port}").replace(
+                "SSE", f"http://127.0.0.1:{sse_port}"
+            )
+        )
+        (tmp / "keys.yaml").write_text(f"bench:\n  k: {KEY}\n")
+        redis_port = free_port()
+        redis = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(redis_port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(tmp),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        for name, extra in (
+            ("llmrouter (memory)", []),
+            ("llmrouter (redis)", ["--state", f"redis://127.0.0.1:{redis_port}/0"]),
+        ):
+            port = free_port()
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "llmrouter",
+                    "--log-level",
+                    "WARNING",
+                    "serve",
+                    "-f",
+                    str(resources),
+                    "--keys-file",
+                    str(tmp / "keys.yaml"),
+                    "--port",
+                    str(port),
+                    *extra,
+                ]
+            )
+            systems.append(
+                System(name, f"http://127.0.0.1:{port}/v1/chat/completions", KEY, [proc])
+            )
+        if not args.skip_litellm:
+            litellm = TOOLS / "litellm-venv" / "bin" / "litellm"
+            if not litellm.exists():
+                sys.exit("LiteLLM not installed: run hack/bench-tools.sh (or --skip-litellm)")
+            (tmp / "litellm.yaml").write_text(
+                json.dumps(
+                    {
+                        "model_list": [
+                            {
+                                "model_name": "m",
+                                "litellm_params": {
+                                    "model": "openai/m",
+                                    "api_base": f"http://127.0.0.1:{json_port}/v1",
+                                    "api_key": "x",
+                                },
+                            },
+                            {
+                                "model_name": "s",
+                                "litellm_params": {
+                                    "model": "openai/s",
+                                    "api_base": f"http://127.0.0.1:{sse_port}/v1",
+                                    "api_key": "x",
+                                },
+                            },
+                        ],
+                        "general_settings": {"master_key": LITELLM_KEY},
+                        "litellm_settings": {"drop_params": True},
+                    }
+                )
+            )
+            port = free_port()
+            # Its workers are spawned with the current directory on sys.path: not the repo,
+            # whose operator/ folder would shadow the standard library's.
+            proc = subprocess.Popen(
+                [
+                    str(litellm),
+                    "--config",
+                    str(tmp / "litellm.yaml"),
+                    "--port",
+                    str(port),
+                    "--num_workers",
+                    str(cores),
+                ],
+                cwd=tmp,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+            )
+            systems.append(
+                System(
+                    f"LiteLLM ({cores} workers)",
+                    f"http://127.0.0.1:{port}/chat/completions",
+                    LITELLM_KEY,
+                    [proc],
+                )
+            )
+        try:
+            for system in systems:
+                wait_ready(system.url, system.auth)
+            for system in systems:
+                vegeta_at(system, 20, 2)  # warm up
+                system.results["p50_1"], system.results["p99_1"] = vegeta_at(
+                    system, 50, args.seconds
+                )
+                rps = wrk_max(system, args.seconds)
+                if system is systems[0]:
+                    # nginx alone outruns any load generator on the same cores
+                    system.results.update(p50_50=0, p99_50=0, p50_80=0, p99_80=0)
+                for share in (50, 80) if system is not systems[0] else ():
+                    p50, p99 = vegeta_at(system, rps * share / 100, args.seconds)
+                    system.results[f"p50_{share}"], system.results[f"p99_{share}"] = p50, p99
+                system.results["ttft"] = asyncio.run(
+                    ttft_ms(
+                        System(
+                            system.name,
+                            system.url.replace(str(json_port), str(sse_port)),
+                            system.auth,
+                            system.procs,
+                        )
+                    )
+                )
+                system.results["rss"] = system.rss_mib()
+        finally:
+            for system in systems:
+                system.stop()
+            redis.terminate()
+    base = systems[0].results
+    print(
+        f"\n{cores} CPUs, {args.seconds:g} s per run; load average before: {load:.2f}"
+        + (" — NOISY: the machine was busy" if noisy else "")
+        + "\n"
+    )
+    print(
+        "| system | max req/s | added p50 / p99 ms, 50 req/s | added p50 / p99 ms at 50% max "
+        "| added p50 / p99 ms at 80% max | added TTFT ms | CPU s / 1k req | RSS MiB |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for s in systems:
+        r = s.results
+
+        def added(key: str, r: dict[str, float] = r) -> str:
+            return f"{r[key] - base[key]:.2f}"
+
+        print(
+            f"| {s.name} | {r['max_rps']:.0f} | {added('p50_1')} / {added('p99_1')} | "
+            f"{r['p50_50']:.2f} / {r['p99_50']:.2f} | {r['p50_80']:.2f} / {r['p99_80']:.2f} | "
+            f"{r['ttft'] - base['ttft']:.2f} | {r['cpu_s_per_1k']:.2f} | {r['rss']:.0f} |"
+        )
+    print("\n(at 50% and 80% of each system's own maximum the columns are absolute latencies)")
+
+
+if __name__ == "__main__":
+    main()
