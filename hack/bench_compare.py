@@ -48,23 +48,28 @@ CHAT = json.dumps(
         "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
     }
 )
+
+
+def _chunk(delta: dict[str, str] | None, usage: dict[str, int] | None = None) -> str:
+    doc: dict[str, object] = {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "s",
+        "choices": [],
+    }
+    if delta is not None:
+        doc["choices"] = [{"index": 0, "delta": delta, "finish_reason": None}]
+    if usage is not None:
+        doc["usage"] = usage
+    # written into nginx's configuration, which turns \\n back into a newline
+    return f"data: {json.dumps(doc)}\\n\\n"
+
+
 SSE = (
-    "".join(
-        f"data: {json.dumps({'id': 'c', 'object': 'chat.completion.chunk', 'created': 1, 'model': 's', 'choices': [{'index': 0, 'delta': {'content': w}, 'finish_reason': None}]})}\\n\\n"
-        for w in ("Hello", " there", "!")
-    )
-    + "data: "
-    + json.dumps(
-        {
-            "id": "c",
-            "object": "chat.completion.chunk",
-            "created": 1,
-            "model": "s",
-            "choices": [],
-            "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
-        }
-    )
-    + "\\n\\ndata: [DONE]\\n\\n"
+    "".join(_chunk({"content": w}) for w in ("Hello", " there", "!"))
+    + _chunk(None, {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8})
+    + "data: [DONE]\\n\\n"
 )
 BODY = json.dumps(
     {"model": "m", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 1}
@@ -500,8 +505,8 @@ def main() -> None:
         + "\n"
     )
     print(
-        "| system | max req/s | added p50 / p99 ms, 50 req/s | added p50 / p99 ms at 50% max "
-        "| added p50 / p99 ms at 80% max | added TTFT ms | CPU s / 1k req | RSS MiB |"
+        "| system | max req/s | added p50 / p99 ms at 50 req/s | p50 / p99 ms at 50% of own max"
+        " | p50 / p99 ms at 80% | added TTFT ms | CPU s / 1k req | RSS MiB |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for s in systems:
@@ -515,7 +520,6 @@ def main() -> None:
             f"{r['p50_50']:.2f} / {r['p99_50']:.2f} | {r['p50_80']:.2f} / {r['p99_80']:.2f} | "
             f"{r['ttft'] - base['ttft']:.2f} | {r['cpu_s_per_1k']:.2f} | {r['rss']:.0f} |"
         )
-    print("\n(at 50% and 80% of each system's own maximum the columns are absolute latencies)")
 
 
 if __name__ == "__main__":
