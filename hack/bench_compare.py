@@ -288,7 +288,32 @@ def vegeta_at(system: System, rate: float, seconds: float) -> tuple[float, float
         [tool("vegeta"), "report", "-type=json"], input=attack.stdout, capture_output=True
     )
     doc = json.loads(report.stdout)
+    system.results["failed"] = system.results.get("failed", 0) + round(
+        doc["requests"] * (1 - doc["success"])
+    )
     return doc["latencies"]["50th"] / 1e6, doc["latencies"]["99th"] / 1e6
+
+
+def soak(system: System, minutes: float, slice_s: float = 30) -> None:
+    """Half of the system's maximum rate for ``minutes``; resident memory after each slice."""
+    rate = wrk_max(system, 5) / 2
+    system.results["failed"] = 0
+    rss = []
+    deadline = time.monotonic() + minutes * 60
+    while time.monotonic() < deadline:
+        p50, p99 = vegeta_at(system, rate, slice_s)
+        rss.append(system.rss_mib())
+        print(
+            f"  {len(rss) * slice_s:5.0f} s: {rate:.0f} req/s, p50 {p50:.2f} ms, "
+            f"p99 {p99:.2f} ms, RSS {rss[-1]:.1f} MiB",
+            flush=True,
+        )
+    warm, last = rss[min(1, len(rss) - 1)], rss[-1]
+    print(
+        f"\nsoak of {system.name}: {minutes:g} min at {rate:.0f} req/s (50% of max); "
+        f"RSS after warm-up {warm:.1f} MiB, at the end {last:.1f} MiB "
+        f"({(last - warm) / warm * 100:+.1f}%); failed requests: {system.results['failed']}"
+    )
 
 
 async def ttft_ms(system: System, n: int = 200) -> float:
@@ -338,6 +363,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--skip-litellm", action="store_true")
     parser.add_argument("--force", action="store_true", help="run on a busy machine anyway")
+    parser.add_argument(
+        "--soak-minutes",
+        type=float,
+        metavar="MINUTES",
+        help="only soak llmrouter (memory) at 50%% of its maximum this long",
+    )
     args = parser.parse_args()
     load = os.getloadavg()[0]
     noisy = load > 0.5
@@ -412,7 +443,7 @@ def main() -> None:
             systems.append(
                 System(name, f"http://127.0.0.1:{port}/v1/chat/completions", KEY, [proc])
             )
-        if not args.skip_litellm:
+        if not args.skip_litellm and not args.soak_minutes:
             litellm = TOOLS / "litellm-venv" / "bin" / "litellm"
             if not litellm.exists():
                 sys.exit("LiteLLM not installed: run hack/bench-tools.sh (or --skip-litellm)")
@@ -471,6 +502,9 @@ def main() -> None:
         try:
             for system in systems:
                 wait_ready(system.url, system.auth)
+            if args.soak_minutes:
+                soak(systems[2], args.soak_minutes)
+                return
             for system in systems:
                 vegeta_at(system, 20, 2)  # warm up
                 system.results["p50_1"], system.results["p99_1"] = vegeta_at(
