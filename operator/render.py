@@ -180,8 +180,10 @@ def provider_secret_name(namespace: str, name: str) -> str:
 
 
 def render_provider_secret_copy(
-    gateway_namespace: str, source_namespace: str, name: str, key: str, value_b64: str
+    gateway_namespace: str, source_namespace: str, name: str, data: dict[str, str]
 ) -> dict[str, Any]:
+    """The keys a Secret's ModelDeployments name, copied (still base64) to the gateway's
+    namespace: one object, so that applying it never drops a key another model needs."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -192,7 +194,7 @@ def render_provider_secret_copy(
             "labels": {PROVIDER_CREDENTIAL_LABEL: "true", **MANAGED_BY},
             "annotations": {SOURCE_NAMESPACE: source_namespace, SOURCE_NAME: name},
         },
-        "data": {key: value_b64},
+        "data": dict(sorted(data.items())),
     }
 
 

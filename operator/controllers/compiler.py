@@ -96,35 +96,26 @@ def copy_provider_secrets(resources: Resources) -> None:
         ref = md.spec.external.api_key_secret_ref if md.spec.external else None
         if ref is not None:
             wanted.setdefault((md.metadata.namespace, ref.name), set()).add(ref.key)
+    gateway_namespace = settings.current().namespace
     keep = set()
     for (namespace, name), keys in sorted(wanted.items()):
         source = kube.get("v1", "Secret", name, namespace)
         data = {k: v for k, v in ((source or {}).get("data") or {}).items() if k in keys}
-        for key, value in data.items():
-            kube.apply(
-                render_provider_secret_copy(
-                    settings.current().namespace, namespace, name, key, value
-                )
-            )
         if data:
+            kube.apply(render_provider_secret_copy(gateway_namespace, namespace, name, data))
             keep.add(provider_secret_name(namespace, name))
-    for copy in kube.list_objects(
-        "v1", "Secret", settings.current().namespace, f"{PROVIDER_CREDENTIAL_LABEL}"
-    ):
+    for copy in kube.list_objects("v1", "Secret", gateway_namespace, PROVIDER_CREDENTIAL_LABEL):
         if copy["metadata"]["name"] not in keep:
-            kube.delete("v1", "Secret", copy["metadata"]["name"], settings.current().namespace)
+            kube.delete("v1", "Secret", copy["metadata"]["name"], gateway_namespace)
 
 
 def compile_and_publish() -> str:
     resources = read_resources()
     copy_provider_secrets(resources)
     config, problems = compile_leaving_out(resources)
-    secret = render_gateway_config_secret(
-        settings.current().config_secret, settings.current().namespace, config
-    )
-    current = kube.get(
-        "v1", "Secret", settings.current().config_secret, settings.current().namespace
-    )
+    ours = settings.current()
+    secret = render_gateway_config_secret(ours.config_secret, ours.namespace, config)
+    current = kube.get("v1", "Secret", ours.config_secret, ours.namespace)
     fingerprint = config.fingerprint()
     if (
         current is None

@@ -148,3 +148,15 @@ def test_gateway_deployment_watches_the_config_secret() -> None:
     ]
     service = render_gateway_service(settings)
     assert service["spec"]["selector"] == d["spec"]["selector"]["matchLabels"]
+
+
+def test_provider_secret_copy_keeps_every_named_key() -> None:
+    from llmrouter.operator.render import render_provider_secret_copy
+
+    copy = render_provider_secret_copy("gw", "team", "openai", {"b": "Yg==", "a": "YQ=="})
+    assert copy["metadata"]["name"] == "llmrouter-provider-team-openai"
+    assert copy["metadata"]["annotations"] == {
+        "llmrouter.io/source-namespace": "team",
+        "llmrouter.io/source-name": "openai",
+    }
+    assert copy["data"] == {"a": "YQ==", "b": "Yg=="}
