@@ -21,8 +21,8 @@ class BudgetMonitor:
         if budget is None:
             return
         spent = from_nano(spend_nano)
-        self._metrics.budget_spend.labels(tenant.id).set(float(spent))
-        self._metrics.budget_limit.labels(tenant.id).set(float(budget.monthly_usd))
+        self._metrics.child(self._metrics.budget_spend, tenant.id).set(float(spent))
+        self._metrics.child(self._metrics.budget_limit, tenant.id).set(float(budget.monthly_usd))
         if spent >= budget.monthly_usd:
             level = "exceeded"
         elif spent * 100 >= budget.monthly_usd * budget.warn_at_percent:

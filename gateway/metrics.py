@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -22,6 +23,7 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 
 class GatewayMetrics:
     def __init__(self) -> None:
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "llmrouter_requests",
@@ -111,17 +113,27 @@ class GatewayMetrics:
         """Breaker state and load of every endpoint, read when /metrics is scraped."""
         self.registry.register(_EndpointCollector(table))
 
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once per label set: the lookup costs more
+        than the increment on every request."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
     def observe(self, rec: RequestRecord) -> None:
-        self.requests.labels(rec.tenant, rec.model, rec.endpoint, str(rec.status)).inc()
+        child = self.child
+        child(self.requests, rec.tenant, rec.model, rec.endpoint, str(rec.status)).inc()
         if rec.usage.input_tokens:
-            self.tokens.labels(rec.tenant, rec.model, "input").inc(rec.usage.input_tokens)
+            child(self.tokens, rec.tenant, rec.model, "input").inc(rec.usage.input_tokens)
         if rec.usage.output_tokens:
-            self.tokens.labels(rec.tenant, rec.model, "output").inc(rec.usage.output_tokens)
+            child(self.tokens, rec.tenant, rec.model, "output").inc(rec.usage.output_tokens)
         if rec.cost_usd:
-            self.cost.labels(rec.tenant, rec.model).inc(float(rec.cost_usd))
-        self.duration.labels(rec.model, rec.endpoint).observe(rec.duration_s)
+            child(self.cost, rec.tenant, rec.model).inc(float(rec.cost_usd))
+        child(self.duration, rec.model, rec.endpoint).observe(rec.duration_s)
         if rec.ttft_s is not None:
-            self.ttft.labels(rec.model).observe(rec.ttft_s)
+            child(self.ttft, rec.model).observe(rec.ttft_s)
 
 
 class _EndpointCollector(Collector):

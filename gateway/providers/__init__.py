@@ -6,6 +6,7 @@ provider's and the provider's answer (whole or streamed) back into OpenAI's shap
 
 from __future__ import annotations
 
+import functools
 from typing import Protocol
 
 from llmrouter.gateway.config import Upstream
@@ -30,7 +31,9 @@ class Adapter(Protocol):
         """None when the provider already streams OpenAI's events."""
 
 
+@functools.cache
 def adapter_for(protocol: str) -> Adapter:
+    """The adapter of a protocol; adapters hold no state, so one of each serves every call."""
     from llmrouter.gateway.providers.anthropic import AnthropicAdapter
     from llmrouter.gateway.providers.openai import AzureOpenAIAdapter, OpenAIAdapter
 
