@@ -350,6 +350,9 @@ async def _stream(
         endpoint.abandoned()
         outcome.status = CLIENT_CLOSED
         return out
+    except BaseException:
+        endpoint.abandoned()  # e.g. cancelled: the endpoint's in-flight count must not leak
+        raise
     endpoint.succeeded(outcome.ttft_s)
     return out
 

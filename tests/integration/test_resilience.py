@@ -310,3 +310,6 @@ async def test_every_request_gets_exactly_one_answer_or_one_clear_error(
         if line.startswith("llmrouter_requests_total{")
     )
     assert accounted == 60  # each request accounted once, whatever its outcome
+    # and every attempt let go of its endpoint again
+    in_flight = [e["in_flight"] for e in (await admin_endpoints(gateway)).values()]
+    assert in_flight and set(in_flight) == {0}
