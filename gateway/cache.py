@@ -17,10 +17,9 @@ from collections.abc import Mapping
 from typing import Protocol
 
 import orjson
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from llmrouter.gateway.openai_request import ModelRequest, Operation
+from llmrouter.gateway.state.resp import PipelinedRedis, RedisReplyError, RedisUnavailable
 
 CACHE_HEADER = "x-llmrouter-cache"
 _IGNORED_FIELDS = ("user", "metadata", "stream", "stream_options")
@@ -85,20 +84,18 @@ class RedisCache:
     """Shared by every replica. A cache that cannot answer is a miss, never an error."""
 
     def __init__(self, url: str, timeout_s: float = 0.2) -> None:
-        self._redis = aioredis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-        )
+        self._redis = PipelinedRedis(url, timeout_s=timeout_s)
 
     async def get(self, key: str) -> bytes | None:
         try:
-            value = await self._redis.get(key)
-        except (RedisError, OSError):
+            value = await self._redis.execute(b"GET", key)
+        except (RedisUnavailable, RedisReplyError):
             return None
         return value if isinstance(value, bytes) else None
 
     async def put(self, key: str, value: bytes, ttl_s: float) -> None:
-        with contextlib.suppress(RedisError, OSError):
-            await self._redis.set(key, value, px=max(1, int(ttl_s * 1000)))
+        with contextlib.suppress(RedisUnavailable, RedisReplyError):
+            await self._redis.execute(b"SET", key, value, b"PX", max(1, int(ttl_s * 1000)))
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await self._redis.close()

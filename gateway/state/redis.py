@@ -6,12 +6,9 @@ them all: no read-modify-write races between replicas.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any
-
-import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from llmrouter.gateway.state import (
     Plan,
@@ -22,6 +19,7 @@ from llmrouter.gateway.state import (
     UsageRow,
 )
 from llmrouter.gateway.state import keys as k
+from llmrouter.gateway.state.resp import PipelinedRedis, RedisUnavailable
 
 # KEYS: counters…, concurrency sets…, [budget spend]
 # ARGV: now, request id, lease, #counters, (limit, amount, ttl ms)…, #concurrency,
@@ -86,29 +84,19 @@ redis.call('EXPIRE', KEYS[1], ARGV[9])
 return spend
 """
 
-_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
-
 
 class RedisStore:
     def __init__(self, url: str, *, timeout_s: float = 0.5) -> None:
-        self._redis = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            decode_responses=True,
-            retry_on_timeout=False,
-        )
-        self._admit = self._redis.register_script(ADMIT)
-        self._settle = self._redis.register_script(SETTLE)
+        self._redis = PipelinedRedis(url, timeout_s=timeout_s)
 
     async def _call(self, coro: Any) -> Any:
         try:
             return await coro
-        except _UNAVAILABLE as exc:
-            raise StateUnavailable(f"redis: {exc}") from exc
+        except RedisUnavailable as exc:
+            raise StateUnavailable(str(exc)) from exc
 
     async def ping(self) -> None:
-        await self._call(self._redis.ping())
+        await self._call(self._redis.execute(b"PING"))
 
     async def admit(self, plan: Plan, request_id: str, now: float) -> Refusal | None:
         keys = [c.key for c in plan.counters] + [c.key for c in plan.concurrency]
@@ -123,7 +111,7 @@ class RedisStore:
             args.append(plan.budget.limit_nano)
         else:
             args.append(-1)
-        refused = int(await self._call(self._admit(keys=keys, args=args)))
+        refused = int(await self._call(self._redis.evalsha(ADMIT, keys, args)))
         if refused == 0:
             return None
         index = refused - 1
@@ -141,10 +129,8 @@ class RedisStore:
 
     async def release(self, plan: Plan, request_id: str) -> None:
         if plan.concurrency:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for cc in plan.concurrency:
-                    pipe.zrem(cc.key, request_id)
-                await self._call(pipe.execute())
+            removals = (self._redis.execute(b"ZREM", c.key, request_id) for c in plan.concurrency)
+            await self._call(asyncio.gather(*removals))
 
     async def settle(self, plan: Plan, s: Settlement, release_id: str | None = None) -> int:
         actual = s.input_tokens + s.output_tokens
@@ -163,27 +149,26 @@ class RedisStore:
             release_id or "",
         ]
         args += [actual - estimate for _, estimate in plan.token_counters]
-        return int(await self._call(self._settle(keys=keys, args=args)))
+        return int(await self._call(self._redis.evalsha(SETTLE, keys, args)))
 
     async def finish(self, plan: Plan, request_id: str, s: Settlement) -> int:
         """release and settle in one round trip."""
         return await self.settle(plan, s, release_id=request_id)
 
     async def spend(self, tenant: str, month: str) -> int:
-        return int(await self._call(self._redis.get(k.spend(tenant, month))) or 0)
+        return int(await self._call(self._redis.execute(b"GET", k.spend(tenant, month))) or 0)
 
     async def usage(self, tenant: str, days: list[str]) -> TenantUsage:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for day in days:
-                pipe.hgetall(k.usage(tenant, day))
-            hashes = await self._call(pipe.execute())
+        hashes = await self._call(
+            asyncio.gather(*(self._redis.execute(b"HGETALL", k.usage(tenant, d)) for d in days))
+        )
         out = TenantUsage()
-        for fields in hashes:
-            for name, value in fields.items():
-                model, user, what = name.split(k.FIELD_SEP)
+        for flat in hashes:
+            for name, value in zip(flat[::2], flat[1::2], strict=True):
+                model, user, what = name.decode().split(k.FIELD_SEP)
                 row = out.rows.setdefault((model, user), UsageRow(model, user))
                 setattr(row, what, getattr(row, what) + int(value))
         return out
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await self._redis.close()

@@ -21,15 +21,16 @@ def _answers(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
             sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
+            return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))
     except OSError:
         return False
 
 
 class RedisServer:
-    def __init__(self, durable: bool = False) -> None:
+    def __init__(self, durable: bool = False, password: str | None = None) -> None:
         self.durable = durable
         """Write every command to an append-only file, so a restart loses nothing."""
+        self.password = password
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server not found: install Debian's redis-server package")
@@ -59,6 +60,7 @@ class RedisServer:
                 "always",
                 "--dir",
                 str(self.dir),
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
