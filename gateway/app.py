@@ -72,8 +72,10 @@ def create_app(
         else MemoryCache(settings.cache_max_entries)
     )
     _report_state(app)
-    app[METRICS].config_info.set_function(
-        lambda: float(len(store.current.models)) if store.ready else 0.0
+    app[METRICS].live_gauge(
+        "llmrouter_config_models",
+        "Models in the configuration in force.",
+        lambda: float(len(store.current.models)) if store.ready else 0.0,
     )
     app.add_routes(routes)
     app.add_routes(admin_routes)
@@ -91,11 +93,17 @@ def open_state(settings: GatewaySettings) -> StateStore:
 
 def _report_state(app: web.Application) -> None:
     state, metrics = app[STATE], app[METRICS]
-    if isinstance(state, ResilientStore):
-        metrics.state_available.set_function(lambda: float(state.available))
-        metrics.state_pending.set_function(lambda: float(state.pending))
-    else:
-        metrics.state_available.set(1)
+    resilient = state if isinstance(state, ResilientStore) else None
+    metrics.live_gauge(
+        "llmrouter_state_available",
+        "1 while the shared state (Redis) answers, 0 during an outage.",
+        lambda: float(resilient.available) if resilient else 1.0,
+    )
+    metrics.live_gauge(
+        "llmrouter_state_pending_settlements",
+        "Finished requests whose usage waits for the shared state to come back.",
+        lambda: float(resilient.pending) if resilient else 0.0,
+    )
 
 
 async def _poll_endpoints(app: web.Application) -> AsyncIterator[None]:

@@ -2,16 +2,22 @@
 
 Labels are bounded: tenant and model names come from configuration, never from users,
 and request ids or key secrets never become labels.
+
+With several worker processes (``llmrouter serve --workers N``), counters, histograms and
+budget gauges are summed across workers through prometheus_client's multiprocess files;
+live gauges (state, configuration, endpoints) describe the worker that answers the scrape.
 """
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from llmrouter.gateway.endpoint_table import EndpointTable
@@ -68,12 +74,14 @@ class GatewayMetrics:
             "Spend this month as last seen by this replica, for tenants with a budget.",
             ["tenant"],
             registry=self.registry,
+            multiprocess_mode="mostrecent",
         )
         self.budget_limit = Gauge(
             "llmrouter_budget_limit_usd",
             "Monthly budget, for tenants with a budget.",
             ["tenant"],
             registry=self.registry,
+            multiprocess_mode="mostrecent",
         )
         self.budget_events = Counter(
             "llmrouter_budget_events",
@@ -87,31 +95,36 @@ class GatewayMetrics:
             ["tenant", "limit"],
             registry=self.registry,
         )
-        self.state_available = Gauge(
-            "llmrouter_state_available",
-            "1 while the shared state (Redis) answers, 0 during an outage.",
-            registry=self.registry,
-        )
-        self.state_pending = Gauge(
-            "llmrouter_state_pending_settlements",
-            "Finished requests whose usage waits for the shared state to come back.",
-            registry=self.registry,
-        )
         self.upstream_failures = Counter(
             "llmrouter_upstream_failures",
             "Attempts that failed and went to another endpoint or model, by reason.",
             ["model", "code"],
             registry=self.registry,
         )
-        self.config_info = Gauge(
-            "llmrouter_config_models",
-            "Models in the configuration in force.",
-            registry=self.registry,
-        )
+        self._live = _LiveCollector()
+        self.registry.register(self._live)
+        self._process_collectors: list[Collector] = [self._live]
+
+    def live_gauge(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        """A gauge read from this process when /metrics is scraped."""
+        self._live.gauges.append((name, documentation, read))
+
+    def exposition(self) -> bytes:
+        """The text /metrics answers: with worker processes, their counters summed."""
+        path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not path:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path)  # type: ignore[no-untyped-call]
+        for collector in self._process_collectors:
+            registry.register(collector)
+        return generate_latest(registry)
 
     def watch_endpoints(self, table: EndpointTable) -> None:
         """Breaker state and load of every endpoint, read when /metrics is scraped."""
-        self.registry.register(_EndpointCollector(table))
+        collector = _EndpointCollector(table)
+        self.registry.register(collector)
+        self._process_collectors.append(collector)
 
     def child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, looked up once per label set: the lookup costs more
@@ -134,6 +147,15 @@ class GatewayMetrics:
         child(self.duration, rec.model, rec.endpoint).observe(rec.duration_s)
         if rec.ttft_s is not None:
             child(self.ttft, rec.model).observe(rec.ttft_s)
+
+
+class _LiveCollector(Collector):
+    def __init__(self) -> None:
+        self.gauges: list[tuple[str, str, Callable[[], float]]] = []
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        for name, documentation, read in self.gauges:
+            yield GaugeMetricFamily(name, documentation, value=read())
 
 
 class _EndpointCollector(Collector):
