@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,6 +45,20 @@ def _state_url(text: str) -> str:
     if not text.startswith(("redis://", "rediss://", "unix://")):
         raise argparse.ArgumentTypeError(f"{text!r}: expected redis://HOST:PORT/DB")
     return text
+
+
+def _workers(text: str) -> int:
+    if text == "auto":
+        return len(os.sched_getaffinity(0))
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected a number of processes (1 or more) or auto"
+        )
+    return count
 
 
 def _positive(text: str) -> float:
@@ -102,6 +117,14 @@ def _gateway_args(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="redis://HOST:PORT/DB",
         help="share limits, usage and spend through Redis (default: in memory)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help="worker processes sharing the port, or auto (one per core); more than one "
+        "needs --state",
     )
     parser.add_argument(
         "--balancer",
@@ -197,8 +220,8 @@ def _serve(args: argparse.Namespace) -> int:
     from llmrouter.gateway.store import ConfigStore
     from llmrouter.standalone import reloader
 
-    if args.max_body_bytes < 1024:
-        print("llmrouter: --max-body-bytes must be at least 1024", file=sys.stderr)
+    if (problem := _gateway_args_problem(args)) is not None:
+        print(f"llmrouter: {problem}", file=sys.stderr)
         return 2
     source = _source(args)
     try:
@@ -207,8 +230,12 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"llmrouter: the configuration does not load:\n{exc}", file=sys.stderr)
         return 1
     settings = _settings(args)
-    app = create_app(settings, ConfigStore(config))
-    app.cleanup_ctx.append(reloader(source, args.reload_interval))
+
+    def make_app() -> web.Application:
+        app = create_app(settings, ConfigStore(config))
+        app.cleanup_ctx.append(reloader(source, args.reload_interval))
+        return app
+
     logger.info(
         "serving %d models for %d tenants on http://%s:%d",
         len(config.models),
@@ -216,8 +243,18 @@ def _serve(args: argparse.Namespace) -> int:
         settings.host,
         settings.port,
     )
-    _run(app, settings)
-    return 0
+    return _run(make_app, settings, args.workers)
+
+
+def _gateway_args_problem(args: argparse.Namespace) -> str | None:
+    if args.max_body_bytes < 1024:
+        return "--max-body-bytes must be at least 1024"
+    if args.workers > 1 and not args.state:
+        return (
+            f"--workers {args.workers} needs --state redis://HOST:PORT/DB: workers are "
+            "separate processes, and limits, budgets and usage must be counted in one place"
+        )
+    return None
 
 
 def _settings(args: argparse.Namespace) -> GatewaySettings:
@@ -234,7 +271,26 @@ def _settings(args: argparse.Namespace) -> GatewaySettings:
     )
 
 
-def _run(app: web.Application, settings: GatewaySettings) -> None:
+def _run(make_app: Callable[[], web.Application], settings: GatewaySettings, workers: int) -> int:
+    """Serve until interrupted, in this process or in ``workers`` processes."""
+    if workers == 1:
+        _serve_app(make_app(), settings)
+        return 0
+    from llmrouter.workers import PortUnavailable, serve_workers
+
+    try:
+        return serve_workers(
+            workers,
+            lambda: _serve_app(make_app(), settings, reuse_port=True),
+            settings.host,
+            settings.port,
+        )
+    except PortUnavailable as exc:
+        print(f"llmrouter: {exc}", file=sys.stderr)
+        return 1
+
+
+def _serve_app(app: web.Application, settings: GatewaySettings, reuse_port: bool = False) -> None:
     """Serve until interrupted, on uvloop: its event loop is markedly faster than asyncio's."""
     import uvloop
     from aiohttp import web
@@ -243,6 +299,7 @@ def _run(app: web.Application, settings: GatewaySettings) -> None:
         app,
         host=settings.host,
         port=settings.port,
+        reuse_port=reuse_port,
         access_log=None,
         print=None,
         loop=uvloop.new_event_loop(),
@@ -256,23 +313,26 @@ def _gateway(args: argparse.Namespace) -> int:
     from llmrouter.gateway.store import ConfigStore
     from llmrouter.incluster import config_watcher, credentials_watcher, load_kube_config
 
-    if args.max_body_bytes < 1024:
-        print("llmrouter: --max-body-bytes must be at least 1024", file=sys.stderr)
+    if (problem := _gateway_args_problem(args)) is not None:
+        print(f"llmrouter: {problem}", file=sys.stderr)
         return 2
     load_kube_config(args.kubeconfig)
     settings = _settings(args)
-    credentials = MappingCredentials()
-    app = create_app(settings, ConfigStore(), credentials)
-    app.cleanup_ctx.append(config_watcher(*args.config_secret))
-    app.cleanup_ctx.append(credentials_watcher(args.config_secret[0], credentials))
+
+    def make_app() -> web.Application:
+        credentials = MappingCredentials()
+        app = create_app(settings, ConfigStore(), credentials)
+        app.cleanup_ctx.append(config_watcher(*args.config_secret))
+        app.cleanup_ctx.append(credentials_watcher(args.config_secret[0], credentials))
+        return app
+
     logger.info(
         "gateway on http://%s:%d, configured by Secret %s/%s",
         settings.host,
         settings.port,
         *args.config_secret,
     )
-    _run(app, settings)
-    return 0
+    return _run(make_app, settings, args.workers)
 
 
 def _operator() -> int:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +17,7 @@ from tests.support.config import LOCAL_MODEL
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.processes import wait_until
 from tests.support.redis_server import RedisServer
-from tests.support.serve import ServeProcess
+from tests.support.serve import ServeProcess, llmrouter
 
 RESOURCES = (
     LOCAL_MODEL
@@ -189,3 +192,76 @@ def test_fail_closed_refuses_during_the_outage_and_recovers(
         )
         requests = usage_total(gw.url, SHARED_KEY)["requests"]
         assert isinstance(requests, int) and requests >= 2
+
+
+def workers_of(proc: ServeProcess) -> set[int]:
+    assert proc.proc is not None
+    pid = proc.proc.pid
+    return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+def metric_sum(url: str, name: str, **labels: str) -> float:
+    total = 0.0
+    wanted = [f'{k}="{v}"' for k, v in labels.items()]
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith(name + "{") and all(w in line for w in wanted):
+            total += float(line.split()[-1])
+    return total
+
+
+def test_workers_share_the_port_the_limits_and_the_metrics(
+    files: tuple[Path, Path], upstream: FakeUpstream, redis_url: str, tmp_path: Path
+) -> None:
+    with gateway(files, upstream, redis_url, tmp_path / "w.log", "--workers", "2") as served:
+        assert len(workers_of(served)) == 2
+        away_from_minute_boundary()
+        # A new connection per request: the kernel spreads them over both workers.
+        statuses = [post(served.url, SHARED_KEY).status_code for _ in range(150)]
+        assert statuses.count(200) == 100
+        assert statuses.count(429) == 50
+        # Whichever worker answers the scrape, the counters are the sum of both.
+        assert metric_sum(served.url, "llmrouter_requests_total", code="200") == 100
+        assert metric_sum(served.url, "llmrouter_admission_refusals_total") == 50
+        assert metric(served.url, "llmrouter_config_models") == 1
+
+
+def test_a_worker_that_dies_is_replaced_and_sigterm_stops_them_all(
+    files: tuple[Path, Path], upstream: FakeUpstream, redis_url: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "w.log"
+    with gateway(files, upstream, redis_url, log, "--workers", "2") as served:
+        first = workers_of(served)
+        victim = min(first)
+        time.sleep(5)  # older than a worker that fails as it starts (never replaced)
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: len(workers_of(served) - {victim}) == 2, 10, "a new worker")
+        wait_until(lambda: post(served.url, SHARED_KEY).status_code == 200, 10, "serving")
+        assert f"worker {victim} exited (-9); starting another" in log.read_text()
+        assert served.proc is not None
+        supervisor, workers = served.proc, workers_of(served)
+        supervisor.terminate()
+        assert supervisor.wait(10) == 0
+    for pid in workers:
+        assert (
+            not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+        )
+
+
+def test_workers_need_shared_state(files: tuple[Path, Path], tmp_path: Path) -> None:
+    resources, keys = files
+    done = subprocess.run(
+        llmrouter("serve", "-f", str(resources), "--keys-file", str(keys), "--workers", "2"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert "--workers 2 needs --state redis://" in done.stderr
+    done = subprocess.run(
+        llmrouter("serve", "-f", str(resources), "--workers", "none"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert "expected a number of processes (1 or more) or auto" in done.stderr
