@@ -83,7 +83,7 @@ async def gateway(tmp_path: Path, servers: list[FakeUpstream]) -> AsyncIterator[
     }
     source = StandaloneSource([tmp_path / "r.yaml"], tmp_path / "keys.yaml", endpoints)
     settings = GatewaySettings(
-        breaker_failures=2, breaker_cooldown_s=0.5, max_attempts=3, poll_interval_s=0.2
+        breaker_failures=2, breaker_cooldown_s=1.5, max_attempts=3, poll_interval_s=0.2
     )
     app = create_app(settings, ConfigStore(source.load()))
     async with serving(app) as url:
@@ -136,7 +136,7 @@ async def test_breaker_opens_at_its_threshold_and_closes_after_a_good_probe(
         await chat(gateway)
     assert len(a.seen) == seen_while_open  # open: no traffic
     a.behaviour.status = 200
-    await asyncio.sleep(0.6)  # the cooldown passes; the next request probes a
+    await asyncio.sleep(1.6)  # the cooldown passes; the next request probes a
     await chat(gateway)
     assert len(a.seen) == seen_while_open + 1
     assert (await admin_endpoints(gateway))[a.url]["state"] == "closed"
@@ -149,7 +149,7 @@ async def test_a_failed_probe_opens_the_breaker_again(
     a.behaviour.status = 500
     while len(a.seen) < 2:
         await chat(gateway)
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(1.6)
     await chat(gateway)  # the probe fails: straight back to open, b answers
     assert (await admin_endpoints(gateway))[a.url]["state"] == "open"
 
