@@ -71,16 +71,12 @@ class RedisAddress:
 
 def encode(args: tuple[Any, ...]) -> bytes:
     """One command in RESP: an array of bulk strings."""
-    out = [b"*%d\r\n" % len(args)]
+    parts = [b"*%d\r\n" % len(args)]
     for arg in args:
-        if isinstance(arg, bytes):
-            data = arg
-        elif isinstance(arg, str):
-            data = arg.encode()
-        else:
-            data = str(arg).encode()
-        out.append(b"$%d\r\n%b\r\n" % (len(data), data))
-    return b"".join(out)
+        kind = type(arg)
+        data = arg if kind is bytes else arg.encode() if kind is str else str(arg).encode()
+        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(parts)
 
 
 class _Protocol(asyncio.Protocol):
@@ -93,6 +89,7 @@ class _Protocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.lost: Exception | None = None
         self._watchdog: asyncio.TimerHandle | None = None
+        self._unsent: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not subclasses of asyncio's
@@ -131,11 +128,19 @@ class _Protocol(asyncio.Protocol):
             self.transport.abort()
 
     def send(self, command: bytes) -> asyncio.Future[Any]:
-        assert self.transport is not None
         waiter = self.loop.create_future()
         self.waiting.append((self.loop.time() + self.timeout_s, waiter))
-        self.transport.write(command)
+        # Commands issued in one turn of the event loop leave in one write: a system call
+        # per command cost more than the commands themselves.
+        if not self._unsent:
+            self.loop.call_soon(self._flush)
+        self._unsent.append(command)
         return waiter
+
+    def _flush(self) -> None:
+        unsent, self._unsent = self._unsent, []
+        if self.transport is not None and self.lost is None:
+            self.transport.write(b"".join(unsent))
 
 
 class PipelinedRedis:
