@@ -418,9 +418,11 @@ def main() -> None:
             ],
             stdout=subprocess.DEVNULL,
         )
+        redis_url = f"redis://127.0.0.1:{redis_port}/0"
         for name, extra in (
             ("llmrouter (memory)", []),
-            ("llmrouter (redis)", ["--state", f"redis://127.0.0.1:{redis_port}/0"]),
+            ("llmrouter (redis)", ["--state", redis_url]),
+            (f"llmrouter (redis, {cores} workers)", ["--state", redis_url, "--workers", str(cores)]),
         ):
             port = free_port()
             proc = subprocess.Popen(
