@@ -94,6 +94,28 @@ def plan_admission(identity: Identity, estimate: int, now: float) -> Plan:
     return Plan(tuple(counters), tuple(concurrency), budget, tuple(token_counters))
 
 
+class PlanMemo:
+    """The plans made in the current second, by identity and estimate.
+
+    A plan depends on the time only through the windows it counts in, which change on
+    whole seconds: requests of one key in one second with the same estimate share a plan.
+    """
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._plans: dict[tuple[Identity, int], Plan] = {}
+
+    def plan(self, identity: Identity, estimate: int, now: float) -> Plan:
+        second = int(now)
+        if second != self._second:
+            self._plans.clear()
+            self._second = second
+        plan = self._plans.get((identity, estimate))
+        if plan is None:
+            plan = self._plans[identity, estimate] = plan_admission(identity, estimate, now)
+        return plan
+
+
 def refusal_error(refusal: Refusal) -> LimitExceeded:
     retry = max(1, math.ceil(refusal.retry_after_s))
     if refusal.name == "budget":

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from llmrouter.gateway import middleware
 from llmrouter.gateway.admin import admin_routes
+from llmrouter.gateway.admission import PlanMemo
 from llmrouter.gateway.budget import BudgetMonitor
 from llmrouter.gateway.cache import MemoryCache, RedisCache
 from llmrouter.gateway.config import GatewayConfig
@@ -27,6 +28,7 @@ from llmrouter.gateway.keys import (
     HTTP_SESSION,
     JWKS,
     METRICS,
+    PLANS,
     SETTINGS,
     STATE,
     STORE,
@@ -62,6 +64,7 @@ def create_app(
     app[CREDENTIALS] = credentials or EnvCredentials()
     app[STATE] = state or open_state(settings)
     app[BUDGETS] = BudgetMonitor(app[METRICS])
+    app[PLANS] = PlanMemo()
     app[ENDPOINTS] = EndpointTable(
         BreakerSettings(settings.breaker_failures, settings.breaker_cooldown_s)
     )

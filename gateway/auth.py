@@ -13,8 +13,11 @@ MAX_CREDENTIAL_LENGTH = 16 * 1024
 NO_LIMITS = Limits()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Identity:
+    """Who a request is from. Compared and hashed as an object: the identity of a key is
+    made once per configuration and used as a key of memos."""
+
     tenant: TenantPolicy
     key_name: str
     """The API key's name, or ``oidc`` for a user with a token."""
@@ -55,16 +58,23 @@ def presented_credential(headers: Mapping[str, str]) -> str:
 def authenticate_key(key: str, config: GatewayConfig) -> Identity:
     # Looking up the key's sha256 rather than the key itself means a timing difference
     # in the lookup can only reveal bits of a hash, never of a key.
-    entry = config.api_keys.get(hash_api_key(key))
+    digest = hash_api_key(key)
+    identities = config.derived()
+    identity: Identity | None = identities.get(("key", digest))
+    if identity is not None:
+        return identity
+    entry = config.api_keys.get(digest)
     if entry is None:
         raise AuthenticationFailed("invalid API key")
     tenant = config.tenants.get(entry.tenant)
     if tenant is None:
         raise AuthenticationFailed("invalid API key")
-    return Identity(
+    # Only keys of the configuration are remembered: as many as it has.
+    identity = identities["key", digest] = Identity(
         tenant=tenant,
         key_name=entry.name,
         role=entry.role,
         user=f"key:{entry.name}",
         key_limits=entry.limits if entry.limits != NO_LIMITS else None,
     )
+    return identity

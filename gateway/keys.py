@@ -5,6 +5,7 @@ from __future__ import annotations
 import aiohttp
 from aiohttp import web
 
+from llmrouter.gateway.admission import PlanMemo
 from llmrouter.gateway.auth import Identity
 from llmrouter.gateway.budget import BudgetMonitor
 from llmrouter.gateway.cache import ResponseCache
@@ -29,6 +30,7 @@ JWKS = web.AppKey("jwks", JWKSCache)
 ENDPOINTS = web.AppKey("endpoints", EndpointTable)
 CACHE = web.AppKey("cache", ResponseCache)
 BUDGETS = web.AppKey("budgets", BudgetMonitor)
+PLANS = web.AppKey("plans", PlanMemo)
 
 # Per request, set by the middlewares.
 REQUEST_ID = web.RequestKey("request_id", str)

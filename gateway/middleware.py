@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
-import uuid
 
 import orjson
 from aiohttp import web
@@ -42,7 +42,7 @@ def json_error(
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure becomes an OpenAI-shaped JSON error; no stack trace reaches a client."""
     incoming = request.headers.get("x-request-id", "")
-    request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else os.urandom(16).hex()
     request[REQUEST_ID] = request_id
     try:
         return await handler(request)

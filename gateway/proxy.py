@@ -18,7 +18,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from llmrouter.gateway.admission import estimate_tokens, plan_admission, refusal_error
+from llmrouter.gateway.admission import estimate_tokens, refusal_error
 from llmrouter.gateway.cache import CACHE_HEADER, cache_key, cacheable
 from llmrouter.gateway.config import GatewayConfig, ModelRoute
 from llmrouter.gateway.endpoints import Endpoint, choose
@@ -36,6 +36,7 @@ from llmrouter.gateway.keys import (
     ENDPOINTS,
     IDENTITY,
     METRICS,
+    PLANS,
     REQUEST_ID,
     SETTINGS,
     STATE,
@@ -107,7 +108,7 @@ async def _admit(request: web.Request, req: ModelRequest) -> Plan:
     identity = request[IDENTITY]
     now = request.app[SETTINGS].clock()
     max_tokens = req.body.get("max_tokens", req.body.get("max_completion_tokens"))
-    plan = plan_admission(identity, estimate_tokens(len(req.raw), max_tokens), now)
+    plan = request.app[PLANS].plan(identity, estimate_tokens(len(req.raw), max_tokens), now)
     try:
         refusal = await request.app[STATE].admit(plan, request[REQUEST_ID], now)
     except StateUnavailable as exc:

@@ -6,10 +6,12 @@ from decimal import Decimal
 
 import pytest
 
-from llmrouter.gateway.auth import authenticate_key, presented_credential
+from llmrouter.gateway.admission import PlanMemo, plan_admission
+from llmrouter.gateway.auth import Identity, authenticate_key, presented_credential
 from llmrouter.gateway.config import (
     ApiKeyEntry,
     GatewayConfig,
+    Limits,
     ModelRoute,
     Pricing,
     TenantPolicy,
@@ -65,6 +67,30 @@ def test_authenticate_finds_the_key_by_hash() -> None:
         authenticate_key(presented_credential({"x-api-key": "key-of-analyst-0002"}), CONFIG)
     with pytest.raises(AuthenticationFailed):
         presented_credential({"x-api-key": "k" * 20_000})
+    # made once per configuration; a new configuration makes its own
+    assert authenticate_key(key, CONFIG) is identity
+    assert authenticate_key(key, CONFIG.model_copy(deep=True)) is not identity
+    assert CONFIG.derived().keys() == {("key", hash_api_key("key-of-analyst-0001"))}
+
+
+def test_plans_are_shared_within_a_second_and_made_anew_after() -> None:
+    tenant = TenantPolicy(
+        id="ns/t",
+        display_name="T",
+        models=frozenset({"a"}),
+        limits=Limits(requests_per_minute=10, tokens_per_minute=1000),
+    )
+    alice = Identity(tenant=tenant, key_name="a", role="user", user="key:a")
+    bob = Identity(tenant=tenant, key_name="b", role="user", user="key:b")
+    memo = PlanMemo()
+    first = memo.plan(alice, 50, 1_800_000_000.1)
+    assert memo.plan(alice, 50, 1_800_000_000.9) is first
+    assert first == plan_admission(alice, 50, 1_800_000_000.9)
+    assert memo.plan(alice, 60, 1_800_000_000.5) is not first
+    assert memo.plan(bob, 50, 1_800_000_000.5) is not first
+    later = memo.plan(alice, 50, 1_800_000_060.0)  # the next minute: other counters
+    assert later is not first
+    assert [c.key for c in later.counters] != [c.key for c in first.counters]
 
 
 def test_resolve_through_alias_and_hide_other_models() -> None:
