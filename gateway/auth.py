@@ -59,7 +59,7 @@ def authenticate_key(key: str, config: GatewayConfig) -> Identity:
     # Looking up the key's sha256 rather than the key itself means a timing difference
     # in the lookup can only reveal bits of a hash, never of a key.
     digest = hash_api_key(key)
-    identities = config.derived()
+    identities = config.derived
     identity: Identity | None = identities.get(("key", digest))
     if identity is not None:
         return identity

@@ -6,13 +6,14 @@ API key hashes and never keys, and names provider credentials by reference only.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Hashable
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 CONFIG_VERSION: Literal[1] = 1
 
@@ -136,12 +137,12 @@ class GatewayConfig(_Frozen):
     api_keys: dict[str, ApiKeyEntry] = Field(
         default_factory=dict, description="sha256 hex digest of a key → who holds it."
     )
-    _derived: dict[Hashable, Any] = PrivateAttr(default_factory=dict)
 
+    @functools.cached_property
     def derived(self) -> dict[Hashable, Any]:
         """Objects the gateway derives from this configuration on the request path (the
         identity of each key), made once and dropped with the configuration."""
-        return self._derived
+        return {}
 
     def fingerprint(self) -> str:
         """A short content hash, logged on every reload so operators can tell configs apart."""

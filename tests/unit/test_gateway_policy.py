@@ -70,7 +70,7 @@ def test_authenticate_finds_the_key_by_hash() -> None:
     # made once per configuration; a new configuration makes its own
     assert authenticate_key(key, CONFIG) is identity
     assert authenticate_key(key, CONFIG.model_copy(deep=True)) is not identity
-    assert CONFIG.derived().keys() == {("key", hash_api_key("key-of-analyst-0001"))}
+    assert CONFIG.derived.keys() == {("key", hash_api_key("key-of-analyst-0001"))}
 
 
 def test_plans_are_shared_within_a_second_and_made_anew_after() -> None:
