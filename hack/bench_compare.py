@@ -109,6 +109,7 @@ spec:
 FLOOR = """
 import sys
 import aiohttp
+import uvloop
 from aiohttp import web
 
 json_url, sse_url, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -134,7 +135,8 @@ async def proxy(request):
 app = web.Application()
 app.cleanup_ctx.append(session)
 app.router.add_post("/v1/chat/completions", proxy)
-web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None,
+            loop=uvloop.new_event_loop())
 """
 
 
@@ -422,7 +424,10 @@ def main() -> None:
         for name, extra in (
             ("llmrouter (memory)", []),
             ("llmrouter (redis)", ["--state", redis_url]),
-            (f"llmrouter (redis, {cores} workers)", ["--state", redis_url, "--workers", str(cores)]),
+            (
+                f"llmrouter (redis, {cores} workers)",
+                ["--state", redis_url, "--workers", str(cores)],
+            ),
         ):
             port = free_port()
             proc = subprocess.Popen(
