@@ -241,6 +241,8 @@ def render_gateway_deployment(settings: OperatorSettings) -> dict[str, Any]:
     ]
     if settings.gateway_state_url:
         args += ["--state", settings.gateway_state_url]
+        if settings.gateway_workers > 1:
+            args += ["--workers", str(settings.gateway_workers)]
     probe = {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5}
     return {
         "apiVersion": "apps/v1",

@@ -38,6 +38,12 @@ class OperatorSettings:
     )
     """redis://… for the gateway's shared state."""
 
+    gateway_workers: int = field(
+        default_factory=lambda: int(os.environ.get("LLMROUTER_GATEWAY_WORKERS", "1"))
+    )
+    """Worker processes in each gateway pod (one per CPU it may use); more than one only
+    with a state URL, since workers share their limits through it."""
+
     gateway_service_account: str = field(
         default_factory=lambda: os.environ.get(
             "LLMROUTER_GATEWAY_SERVICE_ACCOUNT", "llmrouter-gateway"

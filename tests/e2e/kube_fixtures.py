@@ -50,7 +50,8 @@ def install_crds(api_client: client.ApiClient) -> None:
         wait_established(api, crd["metadata"]["name"])
 
 
-def helm_template(namespace: str) -> list[dict[str, Any]]:
+def helm_template(namespace: str, *values: str) -> list[dict[str, Any]]:
+    """The chart's objects; ``values`` are ``--set`` assignments."""
     helm = subprocess.run(
         [str(REPO / "hack" / "build-helm.sh")], check=True, capture_output=True, text=True
     ).stdout.strip()
@@ -63,6 +64,7 @@ def helm_template(namespace: str) -> list[dict[str, Any]]:
             "--namespace",
             namespace,
             "--include-crds",
+            *(arg for value in values for arg in ("--set", value)),
         ],
         check=True,
         capture_output=True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from typing import Any
 
@@ -129,6 +130,7 @@ def test_gateway_deployment_watches_the_config_secret() -> None:
         gateway_image="img:1",
         gateway_replicas=3,
         gateway_state_url="redis://r:6379/0",
+        gateway_workers=4,
         gateway_service_account="sa",
     )
     d = render_gateway_deployment(settings)
@@ -145,7 +147,12 @@ def test_gateway_deployment_watches_the_config_secret() -> None:
         "gw/cfg",
         "--state",
         "redis://r:6379/0",
+        "--workers",
+        "4",
     ]
+    # Workers share their limits through the state URL: without one, one process.
+    alone = render_gateway_deployment(dataclasses.replace(settings, gateway_state_url=None))
+    assert alone["spec"]["template"]["spec"]["containers"][0]["args"][-1] == "gw/cfg"
     service = render_gateway_service(settings)
     assert service["spec"]["selector"] == d["spec"]["selector"]["matchLabels"]
 
