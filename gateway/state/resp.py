@@ -84,8 +84,10 @@ class _Protocol(asyncio.Protocol):
         self.timeout_s = timeout_s
         self.loop = asyncio.get_running_loop()
         self.reader = hiredis.Reader()
-        # (deadline, waiter) of each command sent, in the order replies will come
+        # (when it was sent, waiter) of each command, in the order replies will come
         self.waiting: collections.deque[tuple[float, asyncio.Future[Any]]] = collections.deque()
+        self.last_data = 0.0
+        self._silent = False
         self.transport: asyncio.Transport | None = None
         self.lost: Exception | None = None
         self._watchdog: asyncio.TimerHandle | None = None
@@ -97,13 +99,22 @@ class _Protocol(asyncio.Protocol):
         self._watch()
 
     def _watch(self) -> None:
-        # One timer per connection, not one per command: the oldest reply decides.
-        if self.waiting and self.waiting[0][0] < self.loop.time():
+        # One timer per connection, not one per command. Redis has failed when it has sent
+        # nothing for timeout_s while a reply is due: a busy event loop that reads replies
+        # late is not a Redis outage. Two ticks in a row must see the silence, so that the
+        # loop has polled the socket in between.
+        silent = False
+        if self.waiting:
+            silent_since = max(self.waiting[0][0], self.last_data)
+            silent = self.loop.time() - silent_since > self.timeout_s
+        if silent and self._silent:
             self.fail(RedisUnavailable(f"redis: no reply within {self.timeout_s}s"))
             return
+        self._silent = silent
         self._watchdog = self.loop.call_later(self.timeout_s / 4, self._watch)
 
     def data_received(self, data: bytes) -> None:
+        self.last_data = self.loop.time()
         self.reader.feed(data)
         try:
             while (reply := self.reader.gets()) is not False:
@@ -129,7 +140,7 @@ class _Protocol(asyncio.Protocol):
 
     def send(self, command: bytes) -> asyncio.Future[Any]:
         waiter = self.loop.create_future()
-        self.waiting.append((self.loop.time() + self.timeout_s, waiter))
+        self.waiting.append((self.loop.time(), waiter))
         # Commands issued in one turn of the event loop leave in one write: a system call
         # per command cost more than the commands themselves.
         if not self._unsent:

@@ -121,6 +121,18 @@ async def test_no_reply_in_time_fails_every_command_in_flight() -> None:
     assert 0.4 <= waited < 1.0
 
 
+async def test_a_busy_event_loop_is_not_taken_for_a_silent_redis(redis_url: str) -> None:
+    client = PipelinedRedis(redis_url, timeout_s=0.2)
+    try:
+        await client.execute("PING")  # connected
+        pending = asyncio.ensure_future(client.execute("INCR", "busy"))
+        await asyncio.sleep(0)  # the command leaves
+        time.sleep(0.6)  # the loop is stuck (overload) while the reply waits in the socket
+        assert await pending == 1
+    finally:
+        await client.close()
+
+
 @pytest.fixture(scope="module")
 def password_redis() -> Iterator[RedisServer]:
     server = RedisServer(password="s3cret/pass")
