@@ -3,14 +3,16 @@
 Upstream: Debian's nginx serving a canned OpenAI chat response and a canned SSE stream.
 Systems: the upstream alone; a minimal aiohttp pass-through (the floor for any aiohttp
 gateway); llmrouter with every policy on (key auth, tenant limits, budget, metrics, usage),
-state in memory and in Redis; LiteLLM's proxy (litellm[proxy], master key, workers = cores).
+state in memory and in Redis, then Redis with one worker per core; LiteLLM's proxy
+(litellm[proxy], workers = cores) with its master key alone, then in its production shape with
+PostgreSQL and a virtual key with a budget and limits (hack/bench_litellm.py).
 Load: wrk (closed loop) for the maximum rate; vegeta at a fixed rate (no coordinated
 omission) at 1 client-equivalent, 50% and 80% of each system's own maximum.
 
     .venv/bin/python hack/bench_compare.py [--seconds 10] [--skip-litellm] [--force]
 
-Needs nginx and wrk (Debian), vegeta (`go install github.com/tsenart/vegeta/v12`), and
-LiteLLM in its own virtualenv (hack/bench-tools.sh installs all of them into the cache).
+Needs nginx and wrk (Debian), vegeta (`go install github.com/tsenart/vegeta/v12`), LiteLLM in
+its own virtualenv, PostgreSQL and Prisma (hack/bench-tools.sh installs all of them).
 A benchmark, not a test: it refuses a busy machine unless --force, and then says so.
 """
 
@@ -27,15 +29,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import aiohttp
+from bench_litellm import start_litellm, stop_litellm
 
 CACHE = Path(os.environ.get("LLMROUTER_CACHE", Path.home() / ".cache" / "llmrouter"))
 TOOLS = CACHE / "bench"
 KEY = "llmr_bench_compare_key_000000001"
-LITELLM_KEY = "sk-bench-master-key"
 CHAT = json.dumps(
     {
         "id": "c",
@@ -153,15 +157,22 @@ class System:
     auth: str = ""
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     results: dict[str, float] = field(default_factory=dict)
+    launch: Callable[[], tuple[str, str, list[subprocess.Popen[bytes]]]] | None = None
+    """Starts the system when its turn comes: (url, bearer key, processes)."""
+    stop_with: Callable[[list[subprocess.Popen[bytes]]], None] | None = None
+    failed: str = ""
 
     def pids(self) -> list[int]:
-        found = []
-        for proc in self.procs:
-            found.append(proc.pid)
+        """Its processes and all their descendants (workers, engines, databases)."""
+        found: list[int] = []
+        todo = [proc.pid for proc in self.procs]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
             children = subprocess.run(
-                ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
+                ["pgrep", "-P", str(pid)], capture_output=True, text=True
             ).stdout.split()
-            found += [int(c) for c in children]
+            todo += [int(c) for c in children]
         return found
 
     def cpu_s(self) -> float:
@@ -186,6 +197,10 @@ class System:
         return total / 1024
 
     def stop(self) -> None:
+        if self.stop_with is not None:
+            self.stop_with(self.procs)
+            self.procs = []
+            return
         for proc in self.procs:
             proc.terminate()
         for proc in self.procs:
@@ -451,68 +466,41 @@ def main() -> None:
                 System(name, f"http://127.0.0.1:{port}/v1/chat/completions", KEY, [proc])
             )
         if not args.skip_litellm and not args.soak_minutes:
-            litellm = TOOLS / "litellm-venv" / "bin" / "litellm"
-            if not litellm.exists():
-                sys.exit("LiteLLM not installed: run hack/bench-tools.sh (or --skip-litellm)")
-            (tmp / "litellm.yaml").write_text(
-                json.dumps(
-                    {
-                        "model_list": [
-                            {
-                                "model_name": "m",
-                                "litellm_params": {
-                                    "model": "openai/m",
-                                    "api_base": f"http://127.0.0.1:{json_port}/v1",
-                                    "api_key": "x",
-                                },
-                            },
-                            {
-                                "model_name": "s",
-                                "litellm_params": {
-                                    "model": "openai/s",
-                                    "api_base": f"http://127.0.0.1:{sse_port}/v1",
-                                    "api_key": "x",
-                                },
-                            },
-                        ],
-                        "general_settings": {"master_key": LITELLM_KEY},
-                        "litellm_settings": {"drop_params": True},
-                    }
+            for database in (False, True):
+                folder = tmp / ("litellm-db" if database else "litellm")
+                folder.mkdir()
+                systems.append(
+                    System(
+                        f"LiteLLM ({cores} workers, "
+                        + ("Postgres, virtual key)" if database else "master key)"),
+                        "",
+                        launch=partial(
+                            start_litellm,
+                            folder,
+                            cores,
+                            f"http://127.0.0.1:{json_port}/v1",
+                            f"http://127.0.0.1:{sse_port}/v1",
+                            database=database,
+                        ),
+                        stop_with=stop_litellm,
+                    )
                 )
-            )
-            port = free_port()
-            # Its workers are spawned with the current directory on sys.path: not the repo,
-            # whose operator/ folder would shadow the standard library's.
-            proc = subprocess.Popen(
-                [
-                    str(litellm),
-                    "--config",
-                    str(tmp / "litellm.yaml"),
-                    "--port",
-                    str(port),
-                    "--num_workers",
-                    str(cores),
-                ],
-                cwd=tmp,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
-            )
-            systems.append(
-                System(
-                    f"LiteLLM ({cores} workers)",
-                    f"http://127.0.0.1:{port}/chat/completions",
-                    LITELLM_KEY,
-                    [proc],
-                )
-            )
         try:
             for system in systems:
-                wait_ready(system.url, system.auth)
+                if system.launch is None:
+                    wait_ready(system.url, system.auth)
             if args.soak_minutes:
                 soak(systems[2], args.soak_minutes)
                 return
             for system in systems:
+                if system.launch is not None:  # started only for its turn: it idles noisily
+                    try:
+                        system.url, system.auth, system.procs = system.launch()
+                    except (RuntimeError, subprocess.CalledProcessError) as exc:
+                        system.failed = f"did not start: {exc}"
+                        print(f"{system.name}: {system.failed}", file=sys.stderr)
+                        continue
+                    wait_ready(system.url, system.auth)
                 vegeta_at(system, 20, 2)  # warm up
                 system.results["p50_1"], system.results["p99_1"] = vegeta_at(
                     system, 50, args.seconds
@@ -535,6 +523,8 @@ def main() -> None:
                     )
                 )
                 system.results["rss"] = system.rss_mib()
+                if system.launch is not None:
+                    system.stop()
         finally:
             for system in systems:
                 system.stop()
@@ -552,6 +542,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for s in systems:
         r = s.results
+        if s.failed:
+            print(f"| {s.name} | {s.failed} |||||||")
+            continue
 
         def added(key: str, r: dict[str, float] = r) -> str:
             return f"{r[key] - base[key]:.2f}"
