@@ -292,9 +292,15 @@ def _run(make_app: Callable[[], web.Application], settings: GatewaySettings, wor
 
 def _serve_app(app: web.Application, settings: GatewaySettings, reuse_port: bool = False) -> None:
     """Serve until interrupted, on uvloop: its event loop is markedly faster than asyncio's."""
+    import gc
+
     import uvloop
     from aiohttp import web
 
+    # Everything made so far (modules, configuration, the app) lives as long as the process:
+    # out of the collector's sight, full collections stop rescanning it. Under overload, with
+    # thousands of requests in flight, those rescans had cut throughput to a sixth.
+    gc.freeze()
     web.run_app(
         app,
         host=settings.host,
