@@ -311,6 +311,10 @@ def vegeta_at(system: System, rate: float, seconds: float) -> tuple[float, float
     return doc["latencies"]["50th"] / 1e6, doc["latencies"]["99th"] / 1e6
 
 
+SOAKABLE = {"memory": 2, "redis": 3, "workers": 4}
+"""--soak-system: where each llmrouter configuration is in the list of systems."""
+
+
 def soak(system: System, minutes: float, slice_s: float = 30) -> None:
     """Half of the system's maximum rate for ``minutes``; resident memory after each slice."""
     rate = wrk_max(system, 5) / 2
@@ -384,7 +388,13 @@ def main() -> None:
         "--soak-minutes",
         type=float,
         metavar="MINUTES",
-        help="only soak llmrouter (memory) at 50%% of its maximum this long",
+        help="only soak llmrouter at 50%% of its maximum this long",
+    )
+    parser.add_argument(
+        "--soak-system",
+        choices=list(SOAKABLE),
+        default="memory",
+        help="which llmrouter to soak: in-memory state, Redis, or Redis with workers = cores",
     )
     args = parser.parse_args()
     load = os.getloadavg()[0]
@@ -490,7 +500,7 @@ def main() -> None:
                 if system.launch is None:
                     wait_ready(system.url, system.auth)
             if args.soak_minutes:
-                soak(systems[2], args.soak_minutes)
+                soak(systems[SOAKABLE[args.soak_system]], args.soak_minutes)
                 return
             for system in systems:
                 if system.launch is not None:  # started only for its turn: it idles noisily
