@@ -1,10 +1,14 @@
-.PHONY: run test crds
+.PHONY: run test bench crds
 
 run:  ## build what is missing, start llama-server and the gateway on examples/
 	MODEL="$(MODEL)" hack/quickstart.sh
 
 test:  ## lint, type-check and run every test
 	hack/test.sh
+
+bench:  ## llmrouter, an aiohttp floor and LiteLLM side by side on this machine (a quiet one)
+	hack/system-deps.sh && hack/venv.sh >/dev/null && hack/bench-tools.sh
+	.venv/bin/python hack/bench_compare.py --seconds 8
 
 crds:  ## regenerate crds/ (and the chart's copy) from the pydantic models
 	.venv/bin/llmrouter crds --out crds
