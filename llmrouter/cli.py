@@ -42,8 +42,12 @@ def _port(text: str) -> int:
 
 
 def _state_url(text: str) -> str:
-    if not text.startswith(("redis://", "rediss://", "unix://")):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected redis://HOST:PORT/DB")
+    from llmrouter.gateway.state.resp import RedisAddress
+
+    try:
+        RedisAddress.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (expected redis://HOST:PORT/DB)") from exc
     return text
 
 

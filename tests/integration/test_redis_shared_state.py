@@ -265,3 +265,12 @@ def test_workers_need_shared_state(files: tuple[Path, Path], tmp_path: Path) -> 
     )
     assert done.returncode == 2
     assert "expected a number of processes (1 or more) or auto" in done.stderr
+    done = subprocess.run(
+        llmrouter("serve", "-f", str(resources), "--state", "redis://r:port/0"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert "'redis://r:port/0': Port could not be cast" in done.stderr
+    assert "expected redis://HOST:PORT/DB" in done.stderr
