@@ -88,6 +88,7 @@ async def handle_model_request(request: web.Request, operation: Operation) -> we
                 )
             outcome.cache = "miss"
         answer = await _attempt(request, req, outcome, started)
+        await _send(request, answer)
         if key is not None and outcome.route is resolution.route:
             await _cache_put(request, key, answer)
         return answer
@@ -101,7 +102,20 @@ async def handle_model_request(request: web.Request, operation: Operation) -> we
         outcome.status = 500
         raise
     finally:
-        await _account(request, req, plan, outcome, time.perf_counter() - started)
+        try:
+            await _account(request, req, plan, outcome, time.perf_counter() - started)
+        except Exception:
+            # The answer may be on its way already: a failure to count it must not replace it.
+            logger.exception("request %s: accounting failed", request[REQUEST_ID])
+
+
+async def _send(request: web.Request, answer: web.StreamResponse) -> None:
+    """Answer the client now, before usage is counted: accounting adds nothing to latency.
+    A request arriving in the moment between may be admitted before this one is counted, as
+    a request at another replica may be."""
+    if not answer.prepared:
+        await answer.prepare(request)
+        await answer.write_eof()
 
 
 async def _admit(request: web.Request, req: ModelRequest) -> Plan:
