@@ -9,8 +9,15 @@ import aiohttp
 import openai
 import pytest
 
+from llmrouter.gateway.app import create_app
+from llmrouter.gateway.settings import GatewaySettings
+from llmrouter.gateway.state import Plan, Settlement
+from llmrouter.gateway.state.memory import MemoryStore
+from llmrouter.gateway.store import ConfigStore
+from llmrouter.standalone import StandaloneSource
 from tests.support.config import ANALYST_KEY, DEV_KEY, PROVIDER_TOKEN
 from tests.support.fake_upstream import FakeUpstream
+from tests.support.serve import serving
 
 
 def client(gateway_url: str, key: str = DEV_KEY) -> openai.AsyncOpenAI:
@@ -260,3 +267,22 @@ async def test_health_and_readiness(gateway_url: str) -> None:
         async with http.get(f"{gateway_url}/readyz") as resp:
             assert resp.status == 200
             assert (await resp.json())["status"] == "ok"
+
+
+class _SettlementFails(MemoryStore):
+    async def finish(self, plan: Plan, request_id: str, settlement: Settlement) -> int:
+        raise RuntimeError("disk on fire")
+
+
+async def test_a_failed_accounting_does_not_replace_the_answer(
+    source: StandaloneSource, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(GatewaySettings(), ConfigStore(source.load()), state=_SettlementFails())
+    async with serving(app) as url:
+        for _ in range(2):  # the connection stays usable after it
+            answer = await client(url).chat.completions.create(
+                model="chat", messages=[{"role": "user", "content": "hi"}]
+            )
+            assert answer.choices[0].message.content == "hello from upstream"
+    assert "accounting failed" in caplog.text
+    assert "disk on fire" in caplog.text
