@@ -247,30 +247,19 @@ def test_a_worker_that_dies_is_replaced_and_sigterm_stops_them_all(
         )
 
 
-def test_workers_need_shared_state(files: tuple[Path, Path], tmp_path: Path) -> None:
+def refusal(*args: str) -> str:
+    """What `llmrouter serve` says when it refuses its arguments (exit 2)."""
+    done = subprocess.run(llmrouter("serve", *args), capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2, done.stderr
+    return done.stderr
+
+
+def test_workers_need_shared_state(files: tuple[Path, Path]) -> None:
     resources, keys = files
-    done = subprocess.run(
-        llmrouter("serve", "-f", str(resources), "--keys-file", str(keys), "--workers", "2"),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert done.returncode == 2
-    assert "--workers 2 needs --state redis://" in done.stderr
-    done = subprocess.run(
-        llmrouter("serve", "-f", str(resources), "--workers", "none"),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert done.returncode == 2
-    assert "expected a number of processes (1 or more) or auto" in done.stderr
-    done = subprocess.run(
-        llmrouter("serve", "-f", str(resources), "--state", "redis://r:port/0"),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert done.returncode == 2
-    assert "'redis://r:port/0': Port could not be cast" in done.stderr
-    assert "expected redis://HOST:PORT/DB" in done.stderr
+    said = refusal("-f", str(resources), "--keys-file", str(keys), "--workers", "2")
+    assert "--workers 2 needs --state redis://" in said
+    said = refusal("-f", str(resources), "--workers", "none")
+    assert "expected a number of processes (1 or more) or auto" in said
+    said = refusal("-f", str(resources), "--state", "redis://r:port/0")
+    assert "'redis://r:port/0': Port could not be cast" in said
+    assert "expected redis://HOST:PORT/DB" in said
