@@ -29,3 +29,9 @@ def test_gateway_workers_without_a_state_url_are_refused() -> None:
     with pytest.raises(subprocess.CalledProcessError) as err:
         helm_template("gw", "gateway.workers=2")
     assert "gateway.workers > 1 needs gateway.stateURL" in err.value.stderr
+
+
+def test_gateway_workers_must_be_a_number_of_processes() -> None:
+    with pytest.raises(subprocess.CalledProcessError) as err:
+        helm_template("gw", "gateway.workers=many")
+    assert "gateway.workers: many is not a number of processes (1 or more)" in err.value.stderr
