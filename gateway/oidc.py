@@ -126,7 +126,8 @@ async def authenticate_token(
     alg = header.get("alg")
     if alg not in ALGORITHMS:
         raise AuthenticationFailed("token algorithm not accepted", code="invalid_token")
-    issuer = str(unverified.get("iss", "")).rstrip("/")
+    issuer_claim = unverified.get("iss")
+    issuer = str(issuer_claim or "").rstrip("/")
     candidates = [t for t in config.tenants.values() if t.oidc and t.oidc.issuer == issuer]
     if not candidates:
         raise AuthenticationFailed("token issuer not accepted", code="invalid_token")
@@ -135,16 +136,41 @@ async def authenticate_token(
     candidates = [t for t in candidates if t.oidc and t.oidc.audience in audiences]
     if not candidates:
         raise AuthenticationFailed("token audience not accepted", code="invalid_token")
-    provider = candidates[0].oidc
-    assert provider is not None
-    key = await keys.key(provider, header.get("kid"), alg)
+    # The header narrows the candidates before any key is fetched; each remaining tenant's
+    # own keys must verify the token, or a tenant declaring another's issuer with its own
+    # jwksURL could sign its way into the other tenant.
+    wanted = headers.get(TENANT_HEADER)
+    if wanted is not None:
+        candidates = [t for t in candidates if t.id == wanted]
+        if not candidates:
+            raise PermissionDenied("your token gives you no role in this tenant")
+    verified: list[tuple[TenantPolicy, Mapping[str, Any]]] = []
+    failure: AuthenticationFailed | None = None
+    for tenant in candidates:
+        assert tenant.oidc is not None
+        try:
+            claims = await _verify(token, tenant.oidc, header.get("kid"), alg, keys, issuer_claim)
+        except AuthenticationFailed as exc:
+            failure = failure or exc
+            continue
+        verified.append((tenant, claims))
+    if not verified:
+        assert failure is not None
+        raise failure
+    return _identity(verified, headers)
+
+
+async def _verify(
+    token: str, provider: OIDCProvider, kid: str | None, alg: str, keys: JWKSCache, iss: Any
+) -> Mapping[str, Any]:
+    key = await keys.key(provider, kid, alg)
     try:
-        claims = jwt.decode(
+        claims: Mapping[str, Any] = jwt.decode(
             token,
             key=key,
             algorithms=[alg],
-            issuer=unverified.get("iss"),
-            audience=sorted(audiences),
+            issuer=iss,  # equal to the provider's but for a trailing slash
+            audience=provider.audience,
             leeway=LEEWAY_S,
             options={"require": ["exp", "iss", "aud"]},
         )
@@ -158,22 +184,21 @@ async def authenticate_token(
         raise AuthenticationFailed(
             f"token not accepted: {type(exc).__name__}", code="invalid_token"
         ) from exc
-    return _identity(candidates, claims, headers)
+    return claims
 
 
 def _identity(
-    candidates: list[TenantPolicy], claims: Mapping[str, Any], headers: Mapping[str, str]
+    verified: list[tuple[TenantPolicy, Mapping[str, Any]]], headers: Mapping[str, str]
 ) -> Identity:
     with_role = [
-        (t, role) for t in candidates if t.oidc and (role := _role(t.oidc, claims)) is not None
+        (t, role, claims)
+        for t, claims in verified
+        if t.oidc and (role := _role(t.oidc, claims)) is not None
     ]
-    wanted = headers.get(TENANT_HEADER)
-    if wanted is not None:
-        with_role = [(t, role) for t, role in with_role if t.id == wanted]
     if not with_role:
         raise PermissionDenied(
             "your groups give you no role in this tenant"
-            if wanted
+            if headers.get(TENANT_HEADER)
             else "your groups give you no role in any tenant"
         )
     if len(with_role) > 1:
@@ -181,7 +206,7 @@ def _identity(
             f"your token is valid for several tenants: name one in the {TENANT_HEADER} header",
             code="tenant_ambiguous",
         )
-    tenant, role = with_role[0]
+    tenant, role, claims = with_role[0]
     assert tenant.oidc is not None
     subject = claims.get(tenant.oidc.user_claim) or claims.get("sub") or "unknown"
     return Identity(tenant=tenant, key_name="oidc", role=role, user=f"user:{subject}")

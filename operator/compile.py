@@ -68,6 +68,7 @@ class Resources:
 def compile_config(resources: Resources) -> GatewayConfig:
     problems: list[Problem] = []
     _check_unique_objects(resources, problems)
+    _check_unique_oidc(resources.tenants, problems)
     owners = _claim_names(resources.models, problems)
     models = {
         md.served_name: _model_route(md, resources.endpoints)
@@ -95,6 +96,27 @@ def _check_unique_objects(resources: Resources, problems: list[Problem]) -> None
         if obj.ref in seen:
             problems.append(Problem(obj.ref, "metadata.name", "defined more than once"))
         seen.add(obj.ref)
+
+
+def _check_unique_oidc(tenants: Iterable[Tenant], problems: list[Problem]) -> None:
+    """An (issuer, audience) pair belongs to one tenant: a token of that pair would otherwise
+    be one tenant's or another's by a header, and a tenant naming another's issuer with its
+    own jwksURL would mint tokens for it."""
+    owners: dict[tuple[str, str], Tenant] = {}
+    for tenant in sorted(tenants, key=lambda t: t.tenant_id):
+        oidc = tenant.spec.auth.oidc
+        if oidc is None:
+            continue
+        pair = (oidc.issuer.rstrip("/"), oidc.audience)
+        other = owners.setdefault(pair, tenant)
+        if other is not tenant:
+            problems.append(
+                Problem(
+                    tenant.ref,
+                    "spec.auth.oidc",
+                    f"issuer {pair[0]!r} with audience {pair[1]!r} is already {other.ref}'s",
+                )
+            )
 
 
 def _claim_names(

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from llmrouter.gateway.app import create_app
+from llmrouter.gateway.config import GatewayConfig, OIDCProvider, TenantPolicy
 from llmrouter.gateway.settings import GatewaySettings
 from llmrouter.gateway.store import ConfigStore
 from llmrouter.standalone import StandaloneSource
@@ -228,3 +229,59 @@ async def test_rotated_keys_are_fetched_again(gateway: str, issuer: Issuer) -> N
     assert (await call(gateway, issuer.token(rotated, kid="rsa-2")))[0] == 200
     assert issuer.jwks_fetches == fetches + 1
     assert (await call(gateway, issuer.token()))[0] == 200
+
+
+async def test_a_tenant_declaring_anothers_issuer_cannot_sign_its_way_in(
+    issuer: Issuer, upstream: FakeUpstream
+) -> None:
+    # Two tenants trust one issuer and audience; the rogue one names its own jwksURL.
+    # (compile refuses such a pair; the gateway must hold on its own all the same.)
+    rogue_jwks = Issuer()
+    rogue_jwks.publish("rogue-1", ROGUE_KEY)
+    server = TestServer(rogue_jwks.app(), host="127.0.0.1", port=free_port())
+    await server.start_server()
+    admins = {"ml-admins": "admin"}
+    config = GatewayConfig(
+        tenants={
+            "default/victim": TenantPolicy(
+                id="default/victim",
+                display_name="victim",
+                models=frozenset(),
+                oidc=OIDCProvider(issuer=issuer.url, audience="llmrouter", roles=admins),
+            ),
+            "default/rogue": TenantPolicy(
+                id="default/rogue",
+                display_name="rogue",
+                models=frozenset(),
+                oidc=OIDCProvider(
+                    issuer=issuer.url,
+                    audience="llmrouter",
+                    jwks_url=f"http://127.0.0.1:{server.port}/jwks",
+                    roles=admins,
+                ),
+            ),
+        }
+    )
+    forged = issuer.token(ROGUE_KEY, kid="rogue-1", groups=["ml-admins"])
+    try:
+        async with serving(create_app(GatewaySettings(), ConfigStore(config))) as gateway:
+            status, body = await get(gateway, forged, "/admin/usage", tenant="default/victim")
+            assert (status, body["error"]["message"]) == (401, "token signed by an unknown key")
+            # Without the header the forged token is the rogue tenant's only.
+            status, body = await get(gateway, forged, "/admin/usage")
+            assert (status, body["tenant"]) == (200, "default/rogue")
+            # The victim's own users still get in, with the header.
+            status, body = await get(gateway, issuer.token(groups=["ml-admins"]), "/admin/usage")
+            assert (status, body["tenant"]) == (200, "default/victim")
+    finally:
+        await server.close()
+
+
+async def get(
+    gateway: str, token: str, path: str, tenant: str | None = None
+) -> tuple[int, dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {token}"}
+    if tenant is not None:
+        headers["x-llmrouter-tenant"] = tenant
+    async with aiohttp.ClientSession() as http, http.get(f"{gateway}{path}", headers=headers) as r:
+        return r.status, await r.json()

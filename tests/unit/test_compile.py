@@ -163,3 +163,27 @@ def test_every_problem_is_reported_at_once() -> None:
 def test_wildcard_allows_every_model() -> None:
     config = compile_config(Resources(models=[md("a"), md("b")], tenants=[tenant("t", ["*"])]))
     assert config.tenants["default/t"].models == frozenset({"a", "b"})
+
+
+def test_two_tenants_sharing_an_oidc_issuer_and_audience_are_rejected() -> None:
+    def with_oidc(name: str, issuer: str, audience: str, **extra: str) -> Tenant:
+        return Tenant.model_validate(
+            {
+                "apiVersion": "llmrouter.io/v1alpha1",
+                "kind": "Tenant",
+                "metadata": {"name": name},
+                "spec": {
+                    "models": ["*"],
+                    "auth": {"oidc": {"issuer": issuer, "audience": audience, **extra}},
+                },
+            }
+        )
+
+    # Tenants are taken in id order: the first keeps the pair, whatever the input order.
+    owner = with_oidc("acme", "https://idp.example", "llmrouter")
+    rogue = with_oidc("zeta", "https://idp.example/", "llmrouter", jwksURL="https://x/jwks")
+    other_audience = with_oidc("other", "https://idp.example", "other-app")
+    assert problems(Resources(tenants=[rogue, owner, other_audience])) == [
+        "Tenant default/zeta: spec.auth.oidc: issuer 'https://idp.example' with audience "
+        "'llmrouter' is already Tenant default/acme's"
+    ]
