@@ -35,6 +35,7 @@ from llmrouter.gateway.keys import (
     UPSTREAM,
 )
 from llmrouter.gateway.metrics import GatewayMetrics
+from llmrouter.gateway.metrics_listener import metrics_listener
 from llmrouter.gateway.oidc import JWKSCache
 from llmrouter.gateway.settings import GatewaySettings
 from llmrouter.gateway.state import StateStore
@@ -84,6 +85,8 @@ def create_app(
     app.add_routes(admin_routes)
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_poll_endpoints)
+    if settings.metrics_port is not None:
+        app.cleanup_ctx.append(metrics_listener(app[METRICS], settings.host, settings.metrics_port))
     app.on_cleanup.append(_close_state)
     return app
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from llmrouter.gateway.config import GatewayConfig, TenantPolicy
 from llmrouter.gateway.errors import ModelNotFound
-from llmrouter.gateway.keys import CONFIG, IDENTITY, METRICS, STORE
+from llmrouter.gateway.keys import CONFIG, IDENTITY, STORE
 from llmrouter.gateway.openai_request import Operation
 from llmrouter.gateway.proxy import handle_model_request
 from llmrouter.gateway.roles import MODELS_READ
@@ -70,9 +69,3 @@ async def readyz(request: web.Request) -> web.Response:
     if not store.ready:
         return web.json_response({"status": "no configuration"}, status=503)
     return web.json_response({"status": "ok", "config": store.fingerprint})
-
-
-@routes.get("/metrics")
-async def metrics(request: web.Request) -> web.Response:
-    body = request.app[METRICS].exposition()
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -16,6 +16,10 @@ class GatewaySettings:
     port: int = 8000
     """TCP port to listen on."""
 
+    metrics_port: int | None = None
+    """Port of the /metrics listener (on ``host``); None serves no metrics. The API port
+    never answers /metrics: the exposition names every tenant and upstream."""
+
     max_body_bytes: int = 4 * 1024 * 1024
     """Largest request body accepted; a larger one gets 413 before it is read whole."""
 

@@ -113,6 +113,14 @@ def _source(args: argparse.Namespace) -> StandaloneSource:
 def _gateway_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=_port, default=8000)
+    parser.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus /metrics on this port of --host (the API port never does; "
+        "default: off for serve, 9090 for gateway)",
+    )
     parser.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024)
     parser.add_argument("--access-log", action="store_true", help="log one line per request")
     parser.add_argument(
@@ -174,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
         "gateway", help="run the gateway in a cluster, configured by the operator's Secret"
     )
     _gateway_args(gateway)
+    # In a pod the port is private to it: metrics are on by default, for the scraper.
+    gateway.set_defaults(metrics_port=9090)
     gateway.add_argument(
         "--config-secret",
         type=_secret_ref,
@@ -253,6 +263,8 @@ def _serve(args: argparse.Namespace) -> int:
 def _gateway_args_problem(args: argparse.Namespace) -> str | None:
     if args.max_body_bytes < 1024:
         return "--max-body-bytes must be at least 1024"
+    if args.metrics_port == args.port:
+        return "--metrics-port must differ from --port: metrics are not for API clients"
     if args.workers > 1 and not args.state:
         return (
             f"--workers {args.workers} needs --state redis://HOST:PORT/DB: workers are "
@@ -267,6 +279,7 @@ def _settings(args: argparse.Namespace) -> GatewaySettings:
     return GatewaySettings(
         host=args.host,
         port=args.port,
+        metrics_port=args.metrics_port,
         max_body_bytes=args.max_body_bytes,
         access_log=args.access_log,
         state_url=args.state,

@@ -69,9 +69,20 @@ def source(config_files: tuple[Path, Path], upstream: FakeUpstream) -> Standalon
 
 
 @pytest.fixture
-async def gateway_url(source: StandaloneSource) -> AsyncIterator[str]:
+def metrics_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def metrics_url(metrics_port: int) -> str:
+    """Where the gateway fixtures serve /metrics: never on the API port."""
+    return f"http://127.0.0.1:{metrics_port}"
+
+
+@pytest.fixture
+async def gateway_url(source: StandaloneSource, metrics_port: int) -> AsyncIterator[str]:
     """The gateway in this process, on a real port, in front of the fake upstream."""
-    settings = GatewaySettings(max_body_bytes=64 * 1024)
+    settings = GatewaySettings(max_body_bytes=64 * 1024, metrics_port=metrics_port)
     credentials = EnvCredentials({"LLMROUTER_SECRET_PROVIDER_TOKEN": PROVIDER_TOKEN})
     app = create_app(settings, ConfigStore(source.load()), credentials)
     async with serving(app) as url:

@@ -74,7 +74,9 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def url(tmp_path: Path, upstream: FakeUpstream, clock: Clock) -> AsyncIterator[str]:
+async def url(
+    tmp_path: Path, upstream: FakeUpstream, clock: Clock, metrics_port: int
+) -> AsyncIterator[str]:
     (tmp_path / "resources.yaml").write_text(RESOURCES)
     keys = tmp_path / "keys.yaml"
     by_tenant: dict[str, dict[str, str]] = {}
@@ -82,7 +84,8 @@ async def url(tmp_path: Path, upstream: FakeUpstream, clock: Clock) -> AsyncIter
         by_tenant.setdefault(tenant, {})[name] = key
     keys.write_text(yaml.safe_dump(by_tenant))
     source = StandaloneSource([tmp_path / "resources.yaml"], keys, {"local": [upstream.url]})
-    app = create_app(GatewaySettings(clock=clock), ConfigStore(source.load()))
+    settings = GatewaySettings(clock=clock, metrics_port=metrics_port)
+    app = create_app(settings, ConfigStore(source.load()))
     async with serving(app) as url:
         yield url
 
@@ -136,14 +139,14 @@ async def test_budget_blocks_once_spent_and_renews_with_the_month(
 
 
 async def test_alert_only_budget_reports_but_serves(
-    url: str, caplog: pytest.LogCaptureFixture
+    url: str, metrics_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     c = client(url, "alerting")
     with caplog.at_level(logging.WARNING, logger="llmrouter.gateway.budget"):
         for _ in range(3):
             await chat(c)
     assert "(alert only, not blocking)" in caplog.text
-    async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as resp:
+    async with aiohttp.ClientSession() as http, http.get(f"{metrics_url}/metrics") as resp:
         text = await resp.text()
     assert 'llmrouter_budget_events_total{level="exceeded",tenant="default/alerting"} 1.0' in text
 

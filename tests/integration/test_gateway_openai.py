@@ -24,8 +24,8 @@ def client(gateway_url: str, key: str = DEV_KEY) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=f"{gateway_url}/v1", api_key=key, max_retries=0)
 
 
-async def metrics_text(gateway_url: str) -> str:
-    async with aiohttp.ClientSession() as http, http.get(f"{gateway_url}/metrics") as resp:
+async def metrics_text(metrics_url: str) -> str:
+    async with aiohttp.ClientSession() as http, http.get(f"{metrics_url}/metrics") as resp:
         return await resp.text()
 
 
@@ -35,7 +35,7 @@ async def test_models_lists_only_what_the_tenant_may_use(gateway_url: str) -> No
 
 
 async def test_chat_non_stream_relays_answer_and_records_usage(
-    gateway_url: str, upstream: FakeUpstream
+    gateway_url: str, metrics_url: str, upstream: FakeUpstream
 ) -> None:
     raw = await client(gateway_url).chat.completions.with_raw_response.create(
         model="chat", messages=[{"role": "user", "content": "hi"}]
@@ -44,7 +44,7 @@ async def test_chat_non_stream_relays_answer_and_records_usage(
     assert answer.choices[0].message.content == "hello from upstream"
     assert raw.headers["x-llmrouter-model"] == "local"
     assert upstream.seen[-1].path == "/v1/chat/completions"
-    text = await metrics_text(gateway_url)
+    text = await metrics_text(metrics_url)
     assert (
         'llmrouter_tokens_total{direction="input",model="local",tenant="default/acme"} 7.0' in text
     )
@@ -57,7 +57,7 @@ async def test_chat_non_stream_relays_answer_and_records_usage(
 
 
 async def test_stream_chunks_arrive_before_the_stream_ends(
-    gateway_url: str, upstream: FakeUpstream
+    gateway_url: str, metrics_url: str, upstream: FakeUpstream
 ) -> None:
     upstream.behaviour.chunks = 4
     upstream.behaviour.chunk_delay_s = 0.3
@@ -74,7 +74,7 @@ async def test_stream_chunks_arrive_before_the_stream_ends(
     assert arrivals[-1] - arrivals[0] > 0.6
     # The gateway asked upstream for usage anyway, and accounted for it.
     assert upstream.seen[-1].body["stream_options"] == {"include_usage": True}
-    text = await metrics_text(gateway_url)
+    text = await metrics_text(metrics_url)
     assert (
         'llmrouter_tokens_total{direction="output",model="local",tenant="default/acme"} 4.0' in text
     )
@@ -93,13 +93,13 @@ async def test_stream_with_include_usage_gives_the_client_usage(gateway_url: str
     assert usages[0].completion_tokens == 3
 
 
-async def test_completions_and_embeddings(gateway_url: str) -> None:
+async def test_completions_and_embeddings(gateway_url: str, metrics_url: str) -> None:
     c = client(gateway_url)
     completion = await c.completions.create(model="local", prompt="once", max_tokens=2)
     assert completion.choices[0].text == "once upon"
     emb = await c.embeddings.create(model="local", input=["a", "b"])
     assert [len(d.embedding) for d in emb.data] == [3, 3]
-    text = await metrics_text(gateway_url)
+    text = await metrics_text(metrics_url)
     assert (
         'llmrouter_requests_total{code="200",endpoint="embeddings",model="local",'
         'tenant="default/acme"} 1.0'

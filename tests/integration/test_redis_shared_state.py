@@ -152,15 +152,15 @@ def test_fail_open_keeps_serving_and_writes_usage_when_redis_returns(
         assert [post(gw.url, SHARED_KEY).status_code for _ in range(2)] == [200, 200]
         durable_redis.stop()
         assert [post(gw.url, SHARED_KEY).status_code for _ in range(3)] == [200, 200, 200]
-        assert metric(gw.url, "llmrouter_state_available") == 0
-        assert metric(gw.url, "llmrouter_state_pending_settlements") == 3
+        assert metric(gw.metrics_url, "llmrouter_state_available") == 0
+        assert metric(gw.metrics_url, "llmrouter_state_pending_settlements") == 3
         durable_redis.start()
         wait_until(
-            lambda: metric(gw.url, "llmrouter_state_available") == 1,
+            lambda: metric(gw.metrics_url, "llmrouter_state_available") == 1,
             15,
             "the gateway to see Redis again",
         )
-        assert metric(gw.url, "llmrouter_state_pending_settlements") == 0
+        assert metric(gw.metrics_url, "llmrouter_state_pending_settlements") == 0
         assert usage_total(gw.url, SHARED_KEY)["requests"] == 5
         assert post(gw.url, SHARED_KEY).status_code == 200
         assert usage_total(gw.url, SHARED_KEY)["requests"] == 6
@@ -220,9 +220,9 @@ def test_workers_share_the_port_the_limits_and_the_metrics(
         assert statuses.count(200) == 100
         assert statuses.count(429) == 50
         # Whichever worker answers the scrape, the counters are the sum of both.
-        assert metric_sum(served.url, "llmrouter_requests_total", code="200") == 100
-        assert metric_sum(served.url, "llmrouter_admission_refusals_total") == 50
-        assert metric(served.url, "llmrouter_config_models") == 1
+        assert metric_sum(served.metrics_url, "llmrouter_requests_total", code="200") == 100
+        assert metric_sum(served.metrics_url, "llmrouter_admission_refusals_total") == 50
+        assert metric(served.metrics_url, "llmrouter_config_models") == 1
 
 
 def test_a_worker_that_dies_is_replaced_and_sigterm_stops_them_all(

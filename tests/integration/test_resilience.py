@@ -71,7 +71,9 @@ def servers() -> Iterator[list[FakeUpstream]]:
 
 
 @pytest.fixture
-async def gateway(tmp_path: Path, servers: list[FakeUpstream]) -> AsyncIterator[str]:
+async def gateway(
+    tmp_path: Path, servers: list[FakeUpstream], metrics_port: int
+) -> AsyncIterator[str]:
     a, b, c, d = servers
     (tmp_path / "r.yaml").write_text(RESOURCES)
     (tmp_path / "keys.yaml").write_text(f"t:\n  admin: {KEY}\n")
@@ -83,7 +85,11 @@ async def gateway(tmp_path: Path, servers: list[FakeUpstream]) -> AsyncIterator[
     }
     source = StandaloneSource([tmp_path / "r.yaml"], tmp_path / "keys.yaml", endpoints)
     settings = GatewaySettings(
-        breaker_failures=2, breaker_cooldown_s=1.5, max_attempts=3, poll_interval_s=0.2
+        breaker_failures=2,
+        breaker_cooldown_s=1.5,
+        max_attempts=3,
+        poll_interval_s=0.2,
+        metrics_port=metrics_port,
     )
     app = create_app(settings, ConfigStore(source.load()))
     async with serving(app) as url:
@@ -270,7 +276,7 @@ async def test_least_loaded_endpoint_takes_the_next_request(
 
 
 async def test_every_request_gets_exactly_one_answer_or_one_clear_error(
-    gateway: str, servers: list[FakeUpstream]
+    gateway: str, metrics_url: str, servers: list[FakeUpstream]
 ) -> None:
     a, b = servers[:2]
     a.behaviour.fail_ratio = 0.5
@@ -302,7 +308,7 @@ async def test_every_request_gets_exactly_one_answer_or_one_clear_error(
     assert set(statuses) <= {200, 502, 503}
     assert statuses.count(200) > 30
     assert len(a.seen) + len(b.seen) <= 3 * 60
-    async with aiohttp.ClientSession() as http, http.get(f"{gateway}/metrics") as resp:
+    async with aiohttp.ClientSession() as http, http.get(f"{metrics_url}/metrics") as resp:
         metrics = await resp.text()
     accounted = sum(
         float(line.rsplit(" ", 1)[1])

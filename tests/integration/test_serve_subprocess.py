@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -21,6 +22,7 @@ from tests.support.serve import ServeProcess, llmrouter
 @dataclass
 class Served:
     url: str
+    metrics_url: str
     resources: Path
     keys: Path
     log: Path
@@ -48,7 +50,7 @@ def served(
     ]
     env = {"LLMROUTER_SECRET_PROVIDER_TOKEN": PROVIDER_TOKEN}
     with ServeProcess(args, tmp_path / "serve.log", env) as proc:
-        yield Served(proc.url, resources, keys, proc.log)
+        yield Served(proc.url, proc.metrics_url, resources, keys, proc.log)
 
 
 def test_serves_the_openai_api(served: Served) -> None:
@@ -67,6 +69,19 @@ def test_serves_the_openai_api(served: Served) -> None:
     with pytest.raises(openai.APIStatusError) as err:
         c.embeddings.create(model="local", input="x" * 70_000)
     assert err.value.status_code == 413
+
+
+def test_metrics_are_served_on_their_own_port_only(served: Served) -> None:
+    served.client().models.list()
+    # The API port answers /metrics like any unknown path, key or no key.
+    for headers in ({}, {"Authorization": f"Bearer {DEV_KEY}"}):
+        resp = httpx.get(f"{served.url}/metrics", headers=headers)
+        assert resp.status_code == 404
+        assert resp.json()["error"]["code"] == "not_found"
+    resp = httpx.get(f"{served.metrics_url}/metrics")
+    assert resp.status_code == 200
+    assert "llmrouter_config_reloads_total" in resp.text
+    assert httpx.get(f"{served.metrics_url}/v1/models").status_code == 404
 
 
 def test_reloads_changed_files_and_keeps_last_good_config(served: Served) -> None:
@@ -127,6 +142,7 @@ def test_invalid_config_at_startup_is_a_clear_error(tmp_path: Path) -> None:
         (["serve", "-f", "examples", "--port", "99999"], "is not a TCP port"),
         (["serve", "-f", "examples", "--endpoint", "nourl"], "expected MODEL=URL"),
         (["serve", "-f", "examples", "--reload-interval", "-1"], "greater than zero"),
+        (["serve", "-f", "examples", "--port", "9100", "--metrics-port", "9100"], "must differ"),
         (["serve"], "the following arguments are required: -f/--filename"),
     ],
 )

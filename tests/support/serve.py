@@ -35,17 +35,23 @@ class ServeProcess:
     log: Path
     env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}"
+
     def client(self, key: str) -> openai.OpenAI:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0)
 
     def start(self) -> ServeProcess:
-        cmd = llmrouter("serve", *self.args, "--port", str(self.port))
+        ports = ["--port", str(self.port), "--metrics-port", str(self.metrics_port)]
+        cmd = llmrouter("serve", *self.args, *ports)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **self.env}
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
