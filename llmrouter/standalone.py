@@ -27,7 +27,7 @@ from llmrouter.operator.manifests import ManifestError, load_manifests, manifest
 
 logger = logging.getLogger(__name__)
 
-_HASHED = re.compile(r"^sha256:([0-9a-f]{64})$")
+_HASHED = re.compile(r"^sha256:([0-9a-f]{64})$", re.IGNORECASE)
 
 
 class KeysFileError(ValueError):
@@ -44,7 +44,8 @@ def load_keys_file(path: Path) -> dict[tuple[str, str], str]:
     A tenant is named ``namespace/name``, or just ``name`` for the ``default`` namespace.
     """
     try:
-        doc = yamlutil.load(path.read_text())
+        text = path.read_text()
+        doc = yamlutil.load(text)
     except OSError as exc:
         raise KeysFileError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:
@@ -63,9 +64,35 @@ def load_keys_file(path: Path) -> dict[tuple[str, str], str]:
                 raise KeysFileError(
                     f"{path}: {tenant}.{name}: a key must be a string of at least 16 characters"
                 )
-            match = _HASHED.match(key)
-            hashes[(tenant_id, str(name))] = match.group(1) if match else hash_api_key(key)
+            digest = _digest(key)
+            if digest is None:
+                raise KeysFileError(
+                    f"{path}:{_line(text, tenant, name)}: {tenant}.{name}: a sha256: entry "
+                    "must be the key's sha256 in 64 hex digits, as `llmrouter keygen` prints it"
+                )
+            hashes[(tenant_id, str(name))] = digest
     return hashes
+
+
+def _digest(key: str) -> str | None:
+    """The sha256 a keys file entry stands for; None for a malformed ``sha256:`` entry.
+
+    The digest is matched whatever its case: taken as a literal key instead, the digest
+    string itself would authenticate."""
+    if key[:7].lower() != "sha256:":
+        return hash_api_key(key)
+    match = _HASHED.match(key)
+    return match.group(1).lower() if match else None
+
+
+def _line(text: str, tenant: object, name: object) -> str:
+    """The line of ``tenant.name``'s value in the file, or ``?``."""
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    for step in (tenant, name):
+        if not isinstance(node, yaml.MappingNode):
+            return "?"
+        node = next((v for k, v in node.value if k.value == str(step)), None)
+    return str(node.start_mark.line + 1) if node is not None else "?"
 
 
 @dataclass
