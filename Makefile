@@ -6,9 +6,10 @@ run:  ## build what is missing, start llama-server and the gateway on examples/
 test:  ## lint, type-check and run every test
 	hack/test.sh
 
+# SMOKE=1: only check that it runs (seconds, no LiteLLM, hence none of its heavy tools).
 bench:  ## llmrouter, an aiohttp floor and LiteLLM side by side on this machine (a quiet one)
-	hack/system-deps.sh && hack/venv.sh >/dev/null && hack/bench-tools.sh
-	.venv/bin/python hack/bench_compare.py --seconds 8
+	hack/system-deps.sh && hack/venv.sh >/dev/null && hack/bench-tools.sh $(if $(SMOKE),--smoke)
+	.venv/bin/python hack/bench_compare.py $(if $(SMOKE),--smoke,--seconds 8)
 
 crds:  ## regenerate crds/ (and the chart's copy) from the pydantic models
 	.venv/bin/llmrouter crds --out crds

@@ -14,7 +14,11 @@
 # Without a schema engine `prisma migrate` cannot run: hack/bench_litellm.py applies LiteLLM's
 # migration SQL with psql and starts LiteLLM with DISABLE_SCHEMA_UPDATE=true. What the database
 # mode needs at run time is written to $root/litellm-db.env.
+#
+# --smoke: only what `bench_compare.py --smoke` runs (nginx, wrk, vegeta), for the test suite.
 set -euo pipefail
+smoke=false
+[ "${1:-}" = --smoke ] && smoke=true
 here=$(cd "$(dirname "$0")" && pwd)
 root=${LLMROUTER_CACHE:-$HOME/.cache/llmrouter}/bench
 VEGETA_VERSION=${VEGETA_VERSION:-v12.12.0}
@@ -31,9 +35,11 @@ pg_bindir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1;
 missing=()
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 command -v wrk >/dev/null || missing+=(wrk)
-[ -x "$(pg_bindir)/initdb" ] || missing+=(postgresql)
-command -v node >/dev/null || missing+=(nodejs)
-command -v npm >/dev/null || missing+=(npm)
+if ! $smoke; then
+  [ -x "$(pg_bindir)/initdb" ] || missing+=(postgresql)
+  command -v node >/dev/null || missing+=(nodejs)
+  command -v npm >/dev/null || missing+=(npm)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
   $sudo apt-get update -qq
@@ -42,6 +48,7 @@ fi
 if [ ! -x "$root/bin/vegeta" ]; then
   GOBIN=$root/bin go install "github.com/tsenart/vegeta/v12@$VEGETA_VERSION"
 fi
+$smoke && exit 0
 venv=$root/litellm-venv
 if [ ! -x "$venv/bin/litellm" ]; then
   python3 -I -m venv "$venv"

@@ -5,7 +5,9 @@ what does not fit, like llama-server; one generates a token every 5 ms, the othe
 20 ms (a slower GPU). Both report their load on /metrics as llama-server does. A closed
 loop of clients sends chat requests through the gateway, once per balancing strategy.
 
-    .venv/bin/python hack/bench_balancing.py [--seconds 10] [--concurrency 12]
+    .venv/bin/python hack/bench_balancing.py [--seconds 10] [--concurrency 12] [--smoke]
+
+--smoke: a second per strategy, to check that the benchmark still runs.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_logs import Logs
 
 KEY = "llmr_bench_balancing_key_000000001"
 TOKENS = 8
@@ -92,9 +97,11 @@ def run_replica(port: int, slots: int, token_ms: float) -> None:
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
 
-async def wait_ready(url: str) -> None:
+async def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
     async with aiohttp.ClientSession() as http:
         for _ in range(200):
+            if proc.poll() is not None:
+                raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
             try:
                 async with http.get(url) as resp:
                     if resp.status == 200:
@@ -127,27 +134,55 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--concurrency", type=int, default=12)
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny sizes: check that it runs, measure nothing"
+    )
     parser.add_argument("--replica", nargs=3, type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.replica:
         port, slots, token_ms = args.replica
         run_replica(int(port), int(slots), token_ms)
         return
+    if args.smoke:
+        args.seconds = 1.0
+    with Logs("bench-balancing") as logs:
+        report(args, compare(args, logs))
+
+
+def report(args: argparse.Namespace, rows: list[tuple[str, float, float, float]]) -> None:
+    print(
+        f"\n{args.concurrency} concurrent clients for {args.seconds:g} s per strategy; "
+        f"replicas with 4 slots each at 5 ms and 20 ms per token, {TOKENS} tokens a request\n"
+    )
+    print("| strategy | requests/s | p50 ms | p99 ms |")
+    print("|---|---|---|---|")
+    for name, rps, p50, p99 in rows:
+        print(f"| {name} | {rps:.1f} | {p50:.1f} | {p99:.1f} |")
+    (_, rr, rr50, rr99), (_, ll, ll50, ll99) = rows
+    print(
+        f"\nleast-loaded vs round-robin: {ll / rr:.2f}x requests/s, "
+        f"p50 {ll50 / rr50:.2f}x, p99 {ll99 / rr99:.2f}x"
+    )
+
+
+def compare(args: argparse.Namespace, logs: Logs) -> list[tuple[str, float, float, float]]:
+    """(strategy, requests/s, p50 ms, p99 ms) of each strategy."""
     fast, slow = free_port(), free_port()
     replicas = [
-        subprocess.Popen([sys.executable, __file__, "--replica", str(p), "4", str(ms)])
-        for p, ms in ((fast, 5), (slow, 20))
+        logs.popen(name, [sys.executable, __file__, "--replica", str(p), "4", str(ms)])
+        for name, p, ms in (("replica-fast", fast, 5), ("replica-slow", slow, 20))
     ]
     rows = []
     try:
-        for p in (fast, slow):
-            asyncio.run(wait_ready(f"http://127.0.0.1:{p}/health"))
+        for p, replica in zip((fast, slow), replicas, strict=True):
+            asyncio.run(wait_ready(f"http://127.0.0.1:{p}/health", replica))
         for strategy in ("round-robin", "least-loaded"):
             with tempfile.TemporaryDirectory() as tmp:
                 Path(tmp, "r.yaml").write_text(RESOURCES)
                 Path(tmp, "keys.yaml").write_text(f"bench:\n  k: {KEY}\n")
                 port = free_port()
-                gateway = subprocess.Popen(
+                gateway = logs.popen(
+                    f"llmrouter-{strategy}",
                     [
                         sys.executable,
                         "-m",
@@ -167,10 +202,10 @@ def main() -> None:
                         str(port),
                         "--balancer",
                         strategy,
-                    ]
+                    ],
                 )
                 try:
-                    asyncio.run(wait_ready(f"http://127.0.0.1:{port}/readyz"))
+                    asyncio.run(wait_ready(f"http://127.0.0.1:{port}/readyz", gateway))
                     lat = asyncio.run(
                         load(
                             f"http://127.0.0.1:{port}/v1/chat/completions",
@@ -187,19 +222,7 @@ def main() -> None:
         for r in replicas:
             r.terminate()
             r.wait()
-    print(
-        f"\n{args.concurrency} concurrent clients for {args.seconds:g} s per strategy; "
-        f"replicas with 4 slots each at 5 ms and 20 ms per token, {TOKENS} tokens a request\n"
-    )
-    print("| strategy | requests/s | p50 ms | p99 ms |")
-    print("|---|---|---|---|")
-    for name, rps, p50, p99 in rows:
-        print(f"| {name} | {rps:.1f} | {p50:.1f} | {p99:.1f} |")
-    (_, rr, rr50, rr99), (_, ll, ll50, ll99) = rows
-    print(
-        f"\nleast-loaded vs round-robin: {ll / rr:.2f}x requests/s, "
-        f"p50 {ll50 / rr50:.2f}x, p99 {ll99 / rr99:.2f}x"
-    )
+    return rows
 
 
 if __name__ == "__main__":

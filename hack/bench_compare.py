@@ -9,11 +9,14 @@ PostgreSQL and a virtual key with a budget and limits (hack/bench_litellm.py).
 Load: wrk (closed loop) for the maximum rate; vegeta at a fixed rate (no coordinated
 omission) at 1 client-equivalent, 50% and 80% of each system's own maximum.
 
-    .venv/bin/python hack/bench_compare.py [--seconds 10] [--skip-litellm] [--force]
+    .venv/bin/python hack/bench_compare.py [--seconds 10] [--skip-litellm] [--force] [--smoke]
 
 Needs nginx and wrk (Debian), vegeta (`go install github.com/tsenart/vegeta/v12`), LiteLLM in
 its own virtualenv, PostgreSQL and Prisma (hack/bench-tools.sh installs all of them).
 A benchmark, not a test: it refuses a busy machine unless --force, and then says so.
+--smoke checks that it still runs: a second per phase, rates capped, no LiteLLM (so no
+PostgreSQL), on a busy machine too (hack/bench-tools.sh --smoke installs what it needs); it
+fails when a request failed.
 """
 
 from __future__ import annotations
@@ -35,10 +38,16 @@ from functools import partial
 from pathlib import Path
 
 import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_litellm import start_litellm, stop_litellm
+from bench_logs import Logs
 
 CACHE = Path(os.environ.get("LLMROUTER_CACHE", Path.home() / ".cache" / "llmrouter"))
 TOOLS = CACHE / "bench"
+SMOKE_MAX_RATE = 300
+"""--smoke: fixed rates stay this low, so that a short run on a busy machine fails only when
+something is broken."""
 KEY = "llmr_bench_compare_key_000000001"
 CHAT = json.dumps(
     {
@@ -217,9 +226,14 @@ def tool(name: str) -> str:
     sys.exit(f"{name} not found: run hack/bench-tools.sh")
 
 
-def wait_ready(url: str, auth: str, timeout_s: float = 120) -> None:
+def wait_ready(
+    url: str, auth: str, procs: list[subprocess.Popen[bytes]], timeout_s: float = 120
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        for proc in procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
         try:
             out = subprocess.run(
                 [
@@ -275,10 +289,17 @@ def wrk_max(system: System, seconds: float, connections: int = 64) -> float:
     cpu = system.cpu_s() - before
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     total = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    )
     system.results["max_rps"] = rps
     system.results["cpu_s_per_1k"] = cpu / total * 1000
-    system.results["errors"] = float(errors.group(1)) if errors else 0.0
+    system.results["failed"] = (
+        system.results.get("failed", 0)
+        + (int(non_2xx.group(1)) if non_2xx else 0)
+        + (sum(int(n) for n in socket_errors.groups()) if socket_errors else 0)
+    )
     return rps
 
 
@@ -315,9 +336,12 @@ SOAKABLE = {"memory": 2, "redis": 3, "workers": 4}
 """--soak-system: where each llmrouter configuration is in the list of systems."""
 
 
-def soak(system: System, minutes: float, slice_s: float = 30) -> None:
+def soak(system: System, minutes: float, smoke: bool) -> None:
     """Half of the system's maximum rate for ``minutes``; resident memory after each slice."""
-    rate = wrk_max(system, 5) / 2
+    slice_s = 1 if smoke else 30
+    rate = wrk_max(system, 1 if smoke else 5) / 2
+    if smoke:
+        rate = min(rate, SMOKE_MAX_RATE)
     system.results["failed"] = 0
     rss = []
     deadline = time.monotonic() + minutes * 60
@@ -337,7 +361,7 @@ def soak(system: System, minutes: float, slice_s: float = 30) -> None:
     )
 
 
-async def ttft_ms(system: System, n: int = 200) -> float:
+async def ttft_ms(system: System, n: int) -> float:
     headers = {"Content-Type": "application/json"}
     if system.auth:
         headers["Authorization"] = f"Bearer {system.auth}"
@@ -353,14 +377,14 @@ async def ttft_ms(system: System, n: int = 200) -> float:
     return samples[len(samples) // 2] * 1000
 
 
-def start_nginx(tmp: Path, json_port: int, sse_port: int) -> subprocess.Popen[bytes]:
+def start_nginx(tmp: Path, json_port: int, sse_port: int, logs: Logs) -> subprocess.Popen[bytes]:
     conf = tmp / "nginx.conf"
     sse = SSE.replace('"', '\\"')  # nginx reads \" and \n inside a double-quoted string
     conf.write_text(f"""
 worker_processes 1;
 daemon off;
 pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log warn;
+error_log {logs.path("nginx-error")} warn;
 events {{ worker_connections 4096; }}
 http {{
   access_log off;
@@ -376,7 +400,7 @@ http {{
   }}
 }}
 """)
-    return subprocess.Popen([tool("nginx"), "-c", str(conf), "-p", str(tmp)])
+    return logs.popen("nginx", [tool("nginx"), "-c", str(conf), "-p", str(tmp)])
 
 
 def main() -> None:
@@ -396,16 +420,31 @@ def main() -> None:
         default="memory",
         help="which llmrouter to soak: in-memory state, Redis, or Redis with workers = cores",
     )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="check that it runs: 1 s per phase, capped rates, no LiteLLM; measures nothing",
+    )
     args = parser.parse_args()
+    if args.smoke:
+        args.seconds, args.skip_litellm, args.force = 1.0, True, True
     load = os.getloadavg()[0]
     noisy = load > 0.5
     if noisy and not args.force:
         sys.exit(f"load average {load:.2f}: the machine is busy; wait, or --force (noisy)")
+    with Logs("bench-compare") as logs:
+        failed = run(args, logs, load, noisy)
+    if failed and args.smoke:
+        sys.exit(f"failed: {failed}")
+
+
+def run(args: argparse.Namespace, logs: Logs, load: float, noisy: bool) -> str:
+    """Runs every system, prints the table; what failed, if anything ("" if nothing did)."""
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         json_port, sse_port = free_port(), free_port()
-        nginx = start_nginx(tmp, json_port, sse_port)
+        nginx = start_nginx(tmp, json_port, sse_port, logs)
         json_url = f"http://127.0.0.1:{json_port}/v1/chat/completions"
         sse_url = f"http://127.0.0.1:{sse_port}/v1/chat/completions"
         systems = [System("upstream (nginx)", json_url, procs=[nginx])]
@@ -413,12 +452,12 @@ def main() -> None:
         port = free_port()
         systems.append(
             System(
-                "aiohttp pass-through",
+                "aiohttp pass-through (uvloop)",
                 f"http://127.0.0.1:{port}/v1/chat/completions",
                 procs=[
-                    subprocess.Popen(
+                    logs.popen(
+                        "aiohttp-floor",
                         [sys.executable, str(tmp / "floor.py"), json_url, sse_url, str(port)],
-                        stderr=subprocess.DEVNULL,
                     )
                 ],
             )
@@ -431,7 +470,8 @@ def main() -> None:
         )
         (tmp / "keys.yaml").write_text(f"bench:\n  k: {KEY}\n")
         redis_port = free_port()
-        redis = subprocess.Popen(
+        redis = logs.popen(
+            "redis",
             [
                 "redis-server",
                 "--port",
@@ -443,19 +483,20 @@ def main() -> None:
                 "--dir",
                 str(tmp),
             ],
-            stdout=subprocess.DEVNULL,
         )
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
-        for name, extra in (
-            ("llmrouter (memory)", []),
-            ("llmrouter (redis)", ["--state", redis_url]),
+        for name, log, extra in (
+            ("llmrouter (memory)", "llmrouter-memory", []),
+            ("llmrouter (redis)", "llmrouter-redis", ["--state", redis_url]),
             (
                 f"llmrouter (redis, {cores} workers)",
+                "llmrouter-redis-workers",
                 ["--state", redis_url, "--workers", str(cores)],
             ),
         ):
             port = free_port()
-            proc = subprocess.Popen(
+            proc = logs.popen(
+                log,
                 [
                     sys.executable,
                     "-m",
@@ -470,7 +511,7 @@ def main() -> None:
                     "--port",
                     str(port),
                     *extra,
-                ]
+                ],
             )
             systems.append(
                 System(name, f"http://127.0.0.1:{port}/v1/chat/completions", KEY, [proc])
@@ -498,47 +539,74 @@ def main() -> None:
         try:
             for system in systems:
                 if system.launch is None:
-                    wait_ready(system.url, system.auth)
+                    wait_ready(system.url, system.auth, system.procs)
             if args.soak_minutes:
-                soak(systems[SOAKABLE[args.soak_system]], args.soak_minutes)
-                return
+                system = systems[SOAKABLE[args.soak_system]]
+                soak(system, args.soak_minutes, args.smoke)
+                return failures([system])
             for system in systems:
-                if system.launch is not None:  # started only for its turn: it idles noisily
-                    try:
-                        system.url, system.auth, system.procs = system.launch()
-                    except (RuntimeError, subprocess.CalledProcessError) as exc:
-                        system.failed = f"did not start: {exc}"
-                        print(f"{system.name}: {system.failed}", file=sys.stderr)
-                        continue
-                    wait_ready(system.url, system.auth)
-                vegeta_at(system, 20, 2)  # warm up
-                system.results["p50_1"], system.results["p99_1"] = vegeta_at(
-                    system, 50, args.seconds
-                )
-                rps = wrk_max(system, args.seconds)
-                if system is systems[0]:
-                    # nginx alone outruns any load generator on the same cores
-                    system.results.update(p50_50=0, p99_50=0, p50_80=0, p99_80=0)
-                for share in (50, 80) if system is not systems[0] else ():
-                    p50, p99 = vegeta_at(system, rps * share / 100, args.seconds)
-                    system.results[f"p50_{share}"], system.results[f"p99_{share}"] = p50, p99
-                system.results["ttft"] = asyncio.run(
-                    ttft_ms(
-                        System(
-                            system.name,
-                            system.url.replace(str(json_port), str(sse_port)),
-                            system.auth,
-                            system.procs,
-                        )
-                    )
-                )
-                system.results["rss"] = system.rss_mib()
-                if system.launch is not None:
-                    system.stop()
+                measure(system, args, json_port, sse_port, systems[0])
         finally:
             for system in systems:
                 system.stop()
             redis.terminate()
+            for folder in tmp.glob("litellm*"):
+                for log in folder.glob("**/*.log"):
+                    shutil.copy(log, logs.path(f"{folder.name}-{log.stem}"))
+    report(systems, args, cores, load, noisy)
+    return failures(systems)
+
+
+def failures(systems: list[System]) -> str:
+    """Systems that did not start or failed requests, and how; "" when none did."""
+    return ", ".join(
+        f"{s.name}: {s.failed}" if s.failed else f"{s.name}: {s.results['failed']:.0f} requests"
+        for s in systems
+        if s.failed or s.results.get("failed")
+    )
+
+
+def measure(
+    system: System, args: argparse.Namespace, json_port: int, sse_port: int, upstream: System
+) -> None:
+    if system.launch is not None:  # started only for its turn: it idles noisily
+        try:
+            system.url, system.auth, system.procs = system.launch()
+        except (RuntimeError, subprocess.CalledProcessError) as exc:
+            system.failed = f"did not start: {exc}"
+            print(f"{system.name}: {system.failed}", file=sys.stderr)
+            return
+        wait_ready(system.url, system.auth, system.procs)
+    cap = SMOKE_MAX_RATE if args.smoke else float("inf")
+    vegeta_at(system, 20, 1 if args.smoke else 2)  # warm up
+    system.results["p50_1"], system.results["p99_1"] = vegeta_at(system, 50, args.seconds)
+    rps = wrk_max(system, args.seconds)
+    if system is upstream:
+        # nginx alone outruns any load generator on the same cores
+        system.results.update(p50_50=0, p99_50=0, p50_80=0, p99_80=0)
+    for share in (50, 80) if system is not upstream else ():
+        p50, p99 = vegeta_at(system, min(rps * share / 100, cap), args.seconds)
+        system.results[f"p50_{share}"], system.results[f"p99_{share}"] = p50, p99
+    system.results["ttft"] = asyncio.run(
+        ttft_ms(
+            System(
+                system.name,
+                system.url.replace(str(json_port), str(sse_port)),
+                system.auth,
+                system.procs,
+            ),
+            20 if args.smoke else 200,
+        )
+    )
+    system.results["rss"] = system.rss_mib()
+    if system.launch is not None:
+        system.stop()
+    print(f"{system.name}: {rps:.0f} req/s at most", flush=True)
+
+
+def report(
+    systems: list[System], args: argparse.Namespace, cores: int, load: float, noisy: bool
+) -> None:
     base = systems[0].results
     print(
         f"\n{cores} CPUs, {args.seconds:g} s per run; load average before: {load:.2f}"
@@ -564,6 +632,7 @@ def main() -> None:
             f"{r['p50_50']:.2f} / {r['p99_50']:.2f} | {r['p50_80']:.2f} / {r['p99_80']:.2f} | "
             f"{r['ttft'] - base['ttft']:.2f} | {r['cpu_s_per_1k']:.2f} | {r['rss']:.0f} |"
         )
+    print(f"\nfailures: {failures(systems) or 'none'}")
 
 
 if __name__ == "__main__":

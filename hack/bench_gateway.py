@@ -2,7 +2,9 @@
 OpenAI-compatible upstream. A benchmark, not a test: run it on a quiet machine.
 
     .venv/bin/python hack/bench_gateway.py [--requests 2000] [--seconds 10] [--concurrency 16]
-                                           [--redis]
+                                           [--redis] [--smoke]
+
+--smoke: a second per phase and few requests, to check that the benchmark still runs.
 
 The gateway runs with key auth, every tenant and key limit, a budget, metrics and usage
 accounting; with --redis its state is in a redis-server started for the run.
@@ -26,6 +28,9 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_logs import Logs
 
 KEY = "llmr_bench_key_000000000000000000"
 CANNED = (
@@ -71,9 +76,11 @@ def run_upstream(port: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
 
-async def wait_ready(url: str) -> None:
+async def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
     async with aiohttp.ClientSession() as http:
         for _ in range(200):
+            if proc.poll() is not None:
+                raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
             try:
                 async with http.get(url) as resp:
                     if resp.status < 500:
@@ -121,10 +128,12 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=1000)[int(q * 10) - 1] * 1000
 
 
-async def measure(args: argparse.Namespace, upstream: str, gateway: str) -> None:
+async def measure(args: argparse.Namespace, upstream: str, gateway: str) -> int:
+    """Prints the table; returns the number of failed requests through the gateway."""
+    warmup = 20 if args.smoke else 200
     async with aiohttp.ClientSession() as http:
-        await sequential(http, upstream, 200)
-        await sequential(http, gateway, 200)
+        await sequential(http, upstream, warmup)
+        await sequential(http, gateway, warmup)
         direct = await sequential(http, upstream, args.requests)
         via = await sequential(http, gateway, args.requests)
     rps_direct, _ = await closed_loop(upstream, args.seconds, args.concurrency)
@@ -147,6 +156,7 @@ async def measure(args: argparse.Namespace, upstream: str, gateway: str) -> None
         f"\nadded latency: p50 {pct(via, 50) - pct(direct, 50):.3f} ms, "
         f"p99 {pct(via, 99) - pct(direct, 99):.3f} ms; gateway errors: {errors}"
     )
+    return errors
 
 
 def main() -> None:
@@ -155,18 +165,24 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--redis", action="store_true", help="keep the gateway's state in Redis")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny sizes: check that it runs, measure nothing"
+    )
     parser.add_argument("--upstream-port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.upstream_port:
         run_upstream(args.upstream_port)
         return
+    if args.smoke:
+        args.requests, args.seconds = 50, 1.0
     up_port, gw_port, redis_port = free_port(), free_port(), free_port()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, Logs("bench-gateway") as logs:
         state: list[str] = []
         procs: list[subprocess.Popen[bytes]] = []
         if args.redis:
             procs.append(
-                subprocess.Popen(
+                logs.popen(
+                    "redis",
                     [
                         "redis-server",
                         "--port",
@@ -178,15 +194,15 @@ def main() -> None:
                         "--dir",
                         tmp,
                     ],
-                    stdout=subprocess.DEVNULL,
                 )
             )
             state = ["--state", f"redis://127.0.0.1:{redis_port}/0"]
         Path(tmp, "resources.yaml").write_text(RESOURCES)
         Path(tmp, "keys.yaml").write_text(f"bench:\n  k: {KEY}\n")
         procs += [
-            subprocess.Popen([sys.executable, __file__, "--upstream-port", str(up_port)]),
-            subprocess.Popen(
+            logs.popen("upstream", [sys.executable, __file__, "--upstream-port", str(up_port)]),
+            logs.popen(
+                "llmrouter",
                 [
                     sys.executable,
                     "-m",
@@ -203,13 +219,13 @@ def main() -> None:
                     "--port",
                     str(gw_port),
                     *state,
-                ]
+                ],
             ),
         ]
         try:
-            asyncio.run(wait_ready(f"http://127.0.0.1:{up_port}/health"))
-            asyncio.run(wait_ready(f"http://127.0.0.1:{gw_port}/readyz"))
-            asyncio.run(
+            asyncio.run(wait_ready(f"http://127.0.0.1:{up_port}/health", procs[-2]))
+            asyncio.run(wait_ready(f"http://127.0.0.1:{gw_port}/readyz", procs[-1]))
+            errors = asyncio.run(
                 measure(
                     args,
                     f"http://127.0.0.1:{up_port}/v1/chat/completions",
@@ -220,6 +236,8 @@ def main() -> None:
             for proc in procs:
                 proc.terminate()
                 proc.wait()
+    if errors and args.smoke:
+        sys.exit(f"{errors} requests through the gateway failed")
 
 
 if __name__ == "__main__":
