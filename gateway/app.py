@@ -27,6 +27,7 @@ from llmrouter.gateway.keys import (
     ENDPOINTS,
     HTTP_SESSION,
     JWKS,
+    LOAD,
     METRICS,
     PLANS,
     SETTINGS,
@@ -34,6 +35,7 @@ from llmrouter.gateway.keys import (
     STORE,
     UPSTREAM,
 )
+from llmrouter.gateway.load import Load
 from llmrouter.gateway.metrics import GatewayMetrics
 from llmrouter.gateway.metrics_listener import metrics_listener
 from llmrouter.gateway.oidc import JWKSCache
@@ -57,7 +59,7 @@ def create_app(
     """The gateway. ``state`` overrides the store ``settings.state_url`` would open."""
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[middleware.errors, middleware.authentication],
+        middlewares=[middleware.errors, middleware.shedding, middleware.authentication],
     )
     app[SETTINGS] = settings
     app[STORE] = store
@@ -66,6 +68,8 @@ def create_app(
     app[STATE] = state or open_state(settings)
     app[BUDGETS] = BudgetMonitor(app[METRICS])
     app[PLANS] = PlanMemo()
+    app[LOAD] = Load(settings.max_in_flight)
+    app.on_response_prepare.append(middleware.close_when_draining)
     app[ENDPOINTS] = EndpointTable(
         BreakerSettings(settings.breaker_failures, settings.breaker_cooldown_s)
     )

@@ -113,3 +113,12 @@ class NotReady(GatewayError):
     status = 503
     type = "server_error"
     code = "not_ready"
+
+
+class Overloaded(GatewayError):
+    """This process has as many requests in flight as it may hold: refused at once, so that
+    the client can go elsewhere instead of waiting in a queue."""
+
+    status = 503
+    type = "server_error"
+    code = "overloaded"

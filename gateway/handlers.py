@@ -6,7 +6,7 @@ from aiohttp import web
 
 from llmrouter.gateway.config import GatewayConfig, TenantPolicy
 from llmrouter.gateway.errors import ModelNotFound
-from llmrouter.gateway.keys import CONFIG, IDENTITY, STORE
+from llmrouter.gateway.keys import CONFIG, IDENTITY, LOAD, STORE
 from llmrouter.gateway.openai_request import Operation
 from llmrouter.gateway.proxy import handle_model_request
 from llmrouter.gateway.roles import MODELS_READ
@@ -66,6 +66,8 @@ async def healthz(request: web.Request) -> web.Response:
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
     store = request.app[STORE]
+    if request.app[LOAD].draining:
+        return web.json_response({"status": "draining"}, status=503)
     if not store.ready:
         return web.json_response({"status": "no configuration"}, status=503)
     return web.json_response({"status": "ok", "config": store.fingerprint})

@@ -12,6 +12,7 @@ from llmrouter.gateway.cache import ResponseCache
 from llmrouter.gateway.config import GatewayConfig
 from llmrouter.gateway.credentials import CredentialSource
 from llmrouter.gateway.endpoint_table import EndpointTable
+from llmrouter.gateway.load import Load
 from llmrouter.gateway.metrics import GatewayMetrics
 from llmrouter.gateway.oidc import JWKSCache
 from llmrouter.gateway.settings import GatewaySettings
@@ -31,6 +32,7 @@ ENDPOINTS = web.AppKey("endpoints", EndpointTable)
 CACHE = web.AppKey("cache", ResponseCache)
 BUDGETS = web.AppKey("budgets", BudgetMonitor)
 PLANS = web.AppKey("plans", PlanMemo)
+LOAD = web.AppKey("load", Load)
 
 # Per request, set by the middlewares.
 REQUEST_ID = web.RequestKey("request_id", str)

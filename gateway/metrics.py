@@ -101,6 +101,11 @@ class GatewayMetrics:
             ["model", "code"],
             registry=self.registry,
         )
+        self.overloaded = Counter(
+            "llmrouter_overloaded",
+            "Requests refused because this process had its maximum in flight.",
+            registry=self.registry,
+        )
         self._live = _LiveCollector()
         self.registry.register(self._live)
         self._process_collectors: list[Collector] = [self._live]

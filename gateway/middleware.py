@@ -1,4 +1,5 @@
-"""Middlewares, one concern each. Order (outermost first): errors → authentication."""
+"""Middlewares, one concern each. Order (outermost first): errors → shedding →
+authentication."""
 
 from __future__ import annotations
 
@@ -11,8 +12,17 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from llmrouter.gateway.auth import authenticate_key, presented_credential
-from llmrouter.gateway.errors import GatewayError, error_body
-from llmrouter.gateway.keys import CONFIG, IDENTITY, JWKS, REQUEST_ID, SETTINGS, STORE
+from llmrouter.gateway.errors import GatewayError, Overloaded, error_body
+from llmrouter.gateway.keys import (
+    CONFIG,
+    IDENTITY,
+    JWKS,
+    LOAD,
+    METRICS,
+    REQUEST_ID,
+    SETTINGS,
+    STORE,
+)
 from llmrouter.gateway.oidc import authenticate_token, looks_like_jwt
 
 logger = logging.getLogger(__name__)
@@ -62,11 +72,51 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             message = f"no such endpoint: {request.method} {request.path}"
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return json_error(exc.status, error_body(message, type_, code), request_id, headers)
+    except ConnectionResetError:
+        # The client went away before its answer was written: an ordinary event, counted
+        # (499) where the request is accounted. aiohttp drops this answer unsent.
+        logger.debug("request %s: the client disconnected", request_id)
+        return web.Response(status=499)
     except Exception:
         logger.exception("request %s %s (%s) failed", request.method, request.path, request_id)
         return json_error(
             500, error_body("internal error", "server_error", "internal_error"), request_id
         )
+
+
+_PROBES = frozenset({"/healthz", "/readyz"})
+
+
+@web.middleware
+async def shedding(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Past the cap on requests in flight, refuse at once: under overload a queue only
+    grows until every client times out, while a quick 503 lets a client go elsewhere and
+    keeps the requests already admitted fast. Probes are never refused: a full process is
+    alive and ready."""
+    if request.path in _PROBES:
+        return await handler(request)
+    load = request.app[LOAD]
+    if load.in_flight >= load.max_in_flight:
+        request.app[METRICS].overloaded.inc()
+        raise Overloaded(
+            f"the gateway is at its limit of {load.max_in_flight} requests in flight;"
+            " retry shortly",
+            headers={"Retry-After": "1"},
+        )
+    load.in_flight += 1
+    try:
+        return await handler(request)
+    finally:
+        load.in_flight -= 1
+
+
+async def close_when_draining(request: web.Request, response: web.StreamResponse) -> None:
+    """While draining, every answer ends its connection (``Connection: close``): a client
+    with a kept-alive connection sends its next request on a new one, to a process that
+    still listens, instead of finding this one closed under it. (on_response_prepare)"""
+    if request.app[LOAD].draining:
+        response.force_close()
+        response.headers["Connection"] = "close"
 
 
 @web.middleware

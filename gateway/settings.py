@@ -33,6 +33,13 @@ class GatewaySettings:
     redis_failure_policy: Literal["fail-open", "fail-closed"] = "fail-open"
     """What happens while Redis is unreachable (see llmrouter.gateway.state.resilient)."""
 
+    max_in_flight: int = 1000
+    """Requests this process serves at once; past it, 503 ``overloaded`` with Retry-After at
+    once, rather than a queue that grows until clients time out."""
+
+    drain_timeout_s: float = 30.0
+    """After SIGTERM, how long requests and streams in flight may take to finish."""
+
     balancer: Literal["least-loaded", "round-robin"] = "least-loaded"
     """How an endpoint is chosen among a model's healthy ones."""
 

@@ -65,6 +65,16 @@ def _workers(text: str) -> int:
     return count
 
 
+def _max_in_flight(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of requests (1 or more)")
+    return count
+
+
 def _positive(text: str) -> float:
     try:
         value = float(text)
@@ -137,6 +147,22 @@ def _gateway_args(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="worker processes sharing the port, or auto (one per core); more than one "
         "needs --state",
+    )
+    parser.add_argument(
+        "--max-in-flight",
+        type=_max_in_flight,
+        default=GatewaySettings.max_in_flight,
+        metavar="N",
+        help="requests each process serves at once; more are refused at once with 503 "
+        f"overloaded and Retry-After (default: {GatewaySettings.max_in_flight})",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=_positive,
+        default=GatewaySettings.drain_timeout_s,
+        metavar="SECONDS",
+        help="after SIGTERM, how long requests and streams in flight may take to finish "
+        f"(default: {GatewaySettings.drain_timeout_s:g})",
     )
     parser.add_argument(
         "--balancer",
@@ -285,6 +311,8 @@ def _settings(args: argparse.Namespace) -> GatewaySettings:
         state_url=args.state,
         redis_failure_policy=args.redis_failure_policy,
         balancer=args.balancer,
+        max_in_flight=args.max_in_flight,
+        drain_timeout_s=args.drain_timeout,
     )
 
 
@@ -298,7 +326,7 @@ def _run(make_app: Callable[[], web.Application], settings: GatewaySettings, wor
     try:
         return serve_workers(
             workers,
-            lambda: _serve_app(make_app(), settings, reuse_port=True),
+            lambda listening: _serve_app(make_app(), settings, True, listening),
             settings.host,
             settings.port,
         )
@@ -307,26 +335,27 @@ def _run(make_app: Callable[[], web.Application], settings: GatewaySettings, wor
         return 1
 
 
-def _serve_app(app: web.Application, settings: GatewaySettings, reuse_port: bool = False) -> None:
-    """Serve until interrupted, on uvloop: its event loop is markedly faster than asyncio's."""
+def _serve_app(
+    app: web.Application,
+    settings: GatewaySettings,
+    reuse_port: bool = False,
+    on_listening: Callable[[], None] | None = None,
+) -> None:
+    """Serve until SIGTERM, then drain; on uvloop: its event loop is markedly faster than
+    asyncio's."""
+    import asyncio
     import gc
 
     import uvloop
-    from aiohttp import web
+
+    from llmrouter.serving import serve
 
     # Everything made so far (modules, configuration, the app) lives as long as the process:
     # out of the collector's sight, full collections stop rescanning it. Under overload, with
     # thousands of requests in flight, those rescans had cut throughput to a sixth.
     gc.freeze()
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        reuse_port=reuse_port,
-        access_log=None,
-        print=None,
-        loop=uvloop.new_event_loop(),
-    )
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(serve(app, settings, reuse_port=reuse_port, on_listening=on_listening))
 
 
 def _gateway(args: argparse.Namespace) -> int:
