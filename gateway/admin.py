@@ -96,9 +96,14 @@ async def usage(request: web.Request) -> web.Response:
 
 @admin_routes.get("/admin/endpoints")
 async def endpoints(request: web.Request) -> web.Response:
-    """Every model server, its circuit breaker, load and health."""
-    request[IDENTITY].require(ADMIN_READ)
+    """The servers of the models the caller's tenant may use: their circuit breakers, load
+    and health. Another tenant's models, and where they run, stay out of sight."""
+    identity = request[IDENTITY]
+    identity.require(ADMIN_READ)
     table = request.app[ENDPOINTS]
     table.sync(request[CONFIG])
+    allowed = identity.tenant.models
     now = time.monotonic()
-    return web.json_response({"endpoints": [e.snapshot(now) for e in table.all()]})
+    return web.json_response(
+        {"endpoints": [e.snapshot(now) for e in table.all() if e.model in allowed]}
+    )

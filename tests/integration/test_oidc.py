@@ -5,18 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import jwt
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from llmrouter.gateway.app import create_app
 from llmrouter.gateway.config import GatewayConfig, OIDCProvider, TenantPolicy
@@ -24,55 +20,8 @@ from llmrouter.gateway.settings import GatewaySettings
 from llmrouter.gateway.store import ConfigStore
 from llmrouter.standalone import StandaloneSource
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.serve import free_port, serving
-
-RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-EC_KEY = ec.generate_private_key(ec.SECP256R1())
-ROGUE_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-@dataclass
-class Issuer:
-    """The issuer's discovery document and JWKS, served on loopback."""
-
-    keys: dict[str, Any] = field(default_factory=dict)
-    url: str = ""
-    jwks_fetches: int = 0
-
-    def publish(self, kid: str, key: Any) -> None:
-        algorithm = RSAAlgorithm if isinstance(key, rsa.RSAPrivateKey) else ECAlgorithm
-        jwk = algorithm.to_jwk(key.public_key(), as_dict=True)
-        self.keys[kid] = {**jwk, "kid": kid, "use": "sig"}
-
-    def app(self) -> web.Application:
-        async def discovery(_: web.Request) -> web.Response:
-            return web.json_response({"issuer": self.url, "jwks_uri": f"{self.url}/jwks"})
-
-        async def jwks(_: web.Request) -> web.Response:
-            self.jwks_fetches += 1
-            return web.json_response({"keys": list(self.keys.values())})
-
-        app = web.Application()
-        app.router.add_get("/.well-known/openid-configuration", discovery)
-        app.router.add_get("/jwks", jwks)
-        return app
-
-    def token(
-        self, key: Any = RSA_KEY, kid: str = "rsa-1", alg: str = "RS256", **claims: Any
-    ) -> str:
-        now = int(time.time())
-        payload = {
-            "iss": self.url,
-            "aud": "llmrouter",
-            "sub": "alice",
-            "iat": now,
-            "exp": now + 300,
-            "groups": ["ml-devs"],
-            **claims,
-        }
-        payload = {k: v for k, v in payload.items() if v is not None}
-        return jwt.encode(payload, key, algorithm=alg, headers={"kid": kid})
-
+from tests.support.oidc import EC_KEY, ROGUE_KEY, RSA_KEY, Issuer, serving_issuer
+from tests.support.serve import serving
 
 RESOURCES = """
 apiVersion: llmrouter.io/v1alpha1
@@ -96,14 +45,8 @@ spec:
 
 @pytest.fixture
 async def issuer() -> AsyncIterator[Issuer]:
-    issuer = Issuer()
-    issuer.publish("rsa-1", RSA_KEY)
-    issuer.publish("ec-1", EC_KEY)
-    server = TestServer(issuer.app(), host="127.0.0.1", port=free_port())
-    await server.start_server()
-    issuer.url = f"http://127.0.0.1:{server.port}"
-    yield issuer
-    await server.close()
+    async with serving_issuer(("rsa-1", RSA_KEY), ("ec-1", EC_KEY)) as issuer:
+        yield issuer
 
 
 @pytest.fixture
@@ -236,45 +179,39 @@ async def test_a_tenant_declaring_anothers_issuer_cannot_sign_its_way_in(
 ) -> None:
     # Two tenants trust one issuer and audience; the rogue one names its own jwksURL.
     # (compile refuses such a pair; the gateway must hold on its own all the same.)
-    rogue_jwks = Issuer()
-    rogue_jwks.publish("rogue-1", ROGUE_KEY)
-    server = TestServer(rogue_jwks.app(), host="127.0.0.1", port=free_port())
-    await server.start_server()
     admins = {"ml-admins": "admin"}
-    config = GatewayConfig(
-        tenants={
-            "default/victim": TenantPolicy(
-                id="default/victim",
-                display_name="victim",
-                models=frozenset(),
-                oidc=OIDCProvider(issuer=issuer.url, audience="llmrouter", roles=admins),
-            ),
-            "default/rogue": TenantPolicy(
-                id="default/rogue",
-                display_name="rogue",
-                models=frozenset(),
-                oidc=OIDCProvider(
-                    issuer=issuer.url,
-                    audience="llmrouter",
-                    jwks_url=f"http://127.0.0.1:{server.port}/jwks",
-                    roles=admins,
+    async with serving_issuer(("rogue-1", ROGUE_KEY)) as rogue_jwks:
+        config = GatewayConfig(
+            tenants={
+                "default/victim": TenantPolicy(
+                    id="default/victim",
+                    display_name="victim",
+                    models=frozenset(),
+                    oidc=OIDCProvider(issuer=issuer.url, audience="llmrouter", roles=admins),
                 ),
-            ),
-        }
-    )
-    forged = issuer.token(ROGUE_KEY, kid="rogue-1", groups=["ml-admins"])
-    try:
+                "default/rogue": TenantPolicy(
+                    id="default/rogue",
+                    display_name="rogue",
+                    models=frozenset(),
+                    oidc=OIDCProvider(
+                        issuer=issuer.url,
+                        audience="llmrouter",
+                        jwks_url=f"{rogue_jwks.url}/jwks",
+                        roles=admins,
+                    ),
+                ),
+            }
+        )
+        forged = issuer.token(ROGUE_KEY, kid="rogue-1", groups=["ml-admins"])
         async with serving(create_app(GatewaySettings(), ConfigStore(config))) as gateway:
             status, body = await get(gateway, forged, "/admin/usage", tenant="default/victim")
             assert (status, body["error"]["message"]) == (401, "token signed by an unknown key")
             # Without the header the forged token is the rogue tenant's only.
             status, body = await get(gateway, forged, "/admin/usage")
             assert (status, body["tenant"]) == (200, "default/rogue")
-            # The victim's own users still get in, with the header.
+            # The issuer's own tokens are the victim's only.
             status, body = await get(gateway, issuer.token(groups=["ml-admins"]), "/admin/usage")
             assert (status, body["tenant"]) == (200, "default/victim")
-    finally:
-        await server.close()
 
 
 async def get(
