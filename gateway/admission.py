@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
 
 from llmrouter.gateway.auth import Identity
+from llmrouter.gateway.config import ModelRoute
 from llmrouter.gateway.errors import GatewayError
+from llmrouter.gateway.openai_request import ModelRequest, output_cap
 from llmrouter.gateway.periods import Window, period
 from llmrouter.gateway.state import (
+    NANO_USD,
     BudgetCheck,
     ConcurrencyCheck,
     CounterCheck,
@@ -28,14 +34,48 @@ class LimitExceeded(GatewayError):
     code = "rate_limit_exceeded"
 
 
-def estimate_tokens(body_size: int, max_tokens: object) -> int:
-    """Input estimated from the body's size, plus the output the client allows."""
-    output = max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else 0
-    return body_size // BYTES_PER_TOKEN + output
+LEASE_MARGIN_S = 30.0
+"""How long a slot or reservation outlives the longest its request may run, for the
+accounting after the answer."""
+
+_MILLION = Decimal(1_000_000)
 
 
-def plan_admission(identity: Identity, estimate: int, now: float) -> Plan:
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """The most one request may use, reserved at admission until it settles."""
+
+    input_tokens: int
+    """Estimated from the body's size: never less than the prompt's tokens in practice."""
+    tokens: int
+    """Input estimate plus the output cap: what token limits count."""
+    cost_nano: int = 0
+    """Worst-case cost: the input estimate and the output cap at the dearest model the
+    request may be answered by (itself or a fallback)."""
+    lease_s: float = 900.0
+
+
+def input_estimate(body_size: int) -> int:
+    return body_size // BYTES_PER_TOKEN
+
+
+def ask_for(req: ModelRequest, chain: Sequence[ModelRoute]) -> Ask:
+    """What ``req`` may use on the model ``chain[0]`` or any of its fallbacks."""
+    estimate = input_estimate(len(req.raw))
+    tokens = cost = 0
+    for route in chain:
+        cap = output_cap(req, route) or 0
+        tokens = max(tokens, estimate + cap)
+        p = route.pricing
+        worst = (estimate * p.input_per_million_usd + cap * p.output_per_million_usd) / _MILLION
+        cost = max(cost, math.ceil(worst / NANO_USD))
+    lease = max(route.timeouts.total_s for route in chain) + LEASE_MARGIN_S
+    return Ask(estimate, tokens, cost, lease)
+
+
+def plan_admission(identity: Identity, ask: Ask, now: float) -> Plan:
     """Every check for one request: the tenant's limits, the key's, and the budget."""
+    estimate = ask.tokens
     tenant = identity.tenant
     counters: list[CounterCheck] = []
     concurrency: list[ConcurrencyCheck] = []
@@ -88,41 +128,47 @@ def plan_admission(identity: Identity, estimate: int, now: float) -> Plan:
         budget = BudgetCheck(
             f"tenant {tenant.id}",
             k.spend(tenant.id, month.id),
+            tenant.id,
             to_nano(tenant.budget.monthly_usd),
             month.ends_at,
+            ask.cost_nano,
         )
-    return Plan(tuple(counters), tuple(concurrency), budget, tuple(token_counters))
+    return Plan(
+        tuple(counters),
+        tuple(concurrency),
+        budget,
+        tuple(token_counters),
+        ask.lease_s,
+        tenant.state_outage_policy,
+    )
 
 
 class PlanMemo:
-    """The plans made in the current second, by identity and estimate.
+    """The plans made in the current second, by identity and ask.
 
     A plan depends on the time only through the windows it counts in, which change on
-    whole seconds: requests of one key in one second with the same estimate share a plan.
+    whole seconds: requests of one key in one second with the same ask share a plan.
     """
 
     def __init__(self) -> None:
         self._second = -1
-        self._plans: dict[tuple[Identity, int], Plan] = {}
+        self._plans: dict[tuple[Identity, Ask], Plan] = {}
 
-    def plan(self, identity: Identity, estimate: int, now: float) -> Plan:
+    def plan(self, identity: Identity, ask: Ask, now: float) -> Plan:
         second = int(now)
         if second != self._second:
             self._plans.clear()
             self._second = second
-        plan = self._plans.get((identity, estimate))
+        plan = self._plans.get((identity, ask))
         if plan is None:
-            plan = self._plans[identity, estimate] = plan_admission(identity, estimate, now)
+            plan = self._plans[identity, ask] = plan_admission(identity, ask, now)
         return plan
 
 
 def refusal_error(refusal: Refusal) -> LimitExceeded:
     retry = max(1, math.ceil(refusal.retry_after_s))
     if refusal.name == "budget":
-        limit = from_nano(int(refusal.limit))
-        message = (
-            f"monthly budget of {limit} USD is spent for {refusal.scope}; it renews in {retry} s"
-        )
+        message, retry = _budget_message(refusal, retry)
         code = "budget_exceeded"
     elif refusal.name == "maxConcurrent":
         message = (
@@ -137,3 +183,26 @@ def refusal_error(refusal: Refusal) -> LimitExceeded:
         )
         code = "rate_limit_exceeded"
     return LimitExceeded(message, code=code, headers={"Retry-After": str(retry)})
+
+
+def _budget_message(refusal: Refusal, renews_in: int) -> tuple[str, int]:
+    limit = int(refusal.limit)
+    spent, reserved, needed = refusal.spent or 0, refusal.reserved or 0, refusal.needed or 0
+    whose = f"monthly budget of {from_nano(limit)} USD for {refusal.scope}"
+    if spent >= limit:
+        return f"{whose} is spent; it renews in {renews_in} s", renews_in
+    left = from_nano(limit - spent)
+    if spent + needed <= limit:
+        # It fits once the requests in flight have settled what they actually cost.
+        return (
+            f"{whose}: {left} USD is left, {from_nano(reserved)} USD of it reserved by "
+            f"requests in flight; this request may cost up to {from_nano(needed)} USD; "
+            "retry after 1 s",
+            1,
+        )
+    return (
+        f"{whose}: {left} USD is left and this request may cost up to {from_nano(needed)} USD "
+        f"(its input and max_tokens at the model's prices); lower max_tokens or wait for the "
+        f"budget to renew in {renews_in} s",
+        renews_in,
+    )

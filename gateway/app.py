@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -41,6 +42,7 @@ from llmrouter.gateway.metrics_listener import metrics_listener
 from llmrouter.gateway.oidc import JWKSCache
 from llmrouter.gateway.settings import GatewaySettings
 from llmrouter.gateway.state import StateStore
+from llmrouter.gateway.state.journal import Journal
 from llmrouter.gateway.state.memory import MemoryStore
 from llmrouter.gateway.state.redis import RedisStore
 from llmrouter.gateway.state.resilient import ResilientStore
@@ -66,7 +68,7 @@ def create_app(
     app[METRICS] = GatewayMetrics()
     app[CREDENTIALS] = credentials or EnvCredentials()
     app[STATE] = state or open_state(settings)
-    app[BUDGETS] = BudgetMonitor(app[METRICS])
+    app[BUDGETS] = BudgetMonitor(app[METRICS], app[STATE])
     app[PLANS] = PlanMemo()
     app[LOAD] = Load(settings.max_in_flight)
     app.on_response_prepare.append(middleware.close_when_draining)
@@ -98,7 +100,10 @@ def create_app(
 def open_state(settings: GatewaySettings) -> StateStore:
     if settings.state_url is None:
         return MemoryStore()
-    return ResilientStore(RedisStore(settings.state_url), settings.redis_failure_policy)
+    journal = Journal(Path(settings.usage_journal) if settings.usage_journal else None)
+    return ResilientStore(
+        RedisStore(settings.state_url), settings.redis_failure_policy, journal=journal
+    )
 
 
 def _report_state(app: web.Application) -> None:

@@ -1,4 +1,5 @@
-"""Budget warnings: reported once per tenant, month and level when spend crosses them."""
+"""Budget warnings: reported once per tenant, month and level when spend crosses them,
+across every worker and replica (the shared state says who reports)."""
 
 from __future__ import annotations
 
@@ -6,17 +7,23 @@ import logging
 
 from llmrouter.gateway.config import TenantPolicy
 from llmrouter.gateway.metrics import GatewayMetrics
-from llmrouter.gateway.state import from_nano
+from llmrouter.gateway.state import StateStore, StateUnavailable, from_nano
 
 logger = logging.getLogger(__name__)
 
 
-class BudgetMonitor:
-    def __init__(self, metrics: GatewayMetrics) -> None:
-        self._metrics = metrics
-        self._reported: set[tuple[str, str, str]] = set()
+EVENT_TTL_S = 40 * 86400
+"""Longer than a month: the claim of a month's event outlives the month."""
 
-    def observe(self, tenant: TenantPolicy, month: str, spend_nano: int) -> None:
+
+class BudgetMonitor:
+    def __init__(self, metrics: GatewayMetrics, state: StateStore) -> None:
+        self._metrics = metrics
+        self._state = state
+        self._reported: set[tuple[str, str, str]] = set()
+        """Events this process has seen claimed (by itself or another): asked once."""
+
+    async def observe(self, tenant: TenantPolicy, month: str, spend_nano: int) -> None:
         budget = tenant.budget
         if budget is None:
             return
@@ -31,7 +38,15 @@ class BudgetMonitor:
             return
         if (tenant.id, month, level) in self._reported:
             return
+        try:
+            first = await self._state.claim_event(
+                f"budget:{tenant.id}:{month}:{level}", EVENT_TTL_S
+            )
+        except StateUnavailable:
+            return  # asked again with the next request's spend, once the state is back
         self._reported.add((tenant.id, month, level))
+        if not first:
+            return
         self._metrics.budget_events.labels(tenant.id, level).inc()
         action = "blocking requests" if budget.block else "alert only, not blocking"
         if level == "exceeded":

@@ -17,6 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 CONFIG_VERSION: Literal[1] = 1
 
+DEFAULT_MAX_OUTPUT_TOKENS = 4096
+"""The output cap of an external model that declares none: what budgets reserve for a
+request without max_tokens, and what the gateway then sends upstream."""
+
 Role = Literal["admin", "developer", "analyst", "user"]
 Protocol = Literal["openai", "anthropic", "azure-openai"]
 
@@ -70,6 +74,10 @@ class ModelRoute(_Frozen):
     slots: int | None = Field(
         None, description="Requests one endpoint runs at once (llama-server --parallel)."
     )
+    max_output_tokens: int = Field(
+        DEFAULT_MAX_OUTPUT_TOKENS,
+        description="Output cap of a request that sets none; also the most it may ask for.",
+    )
 
 
 class Limits(_Frozen):
@@ -86,6 +94,9 @@ class Budget(_Frozen):
     monthly_usd: Decimal
     warn_at_percent: int = 80
     block: bool = True
+
+
+StateOutagePolicy = Literal["fail-open", "fail-closed"]
 
 
 class OIDCProvider(_Frozen):
@@ -114,6 +125,11 @@ class TenantPolicy(_Frozen):
     rules: tuple[RoutingRule, ...] = ()
     department: str | None = None
     project: str | None = None
+    state_outage_policy: StateOutagePolicy | None = Field(
+        None,
+        description="While the shared state is unreachable: admit on local limits or refuse; "
+        "None follows the gateway's --redis-failure-policy.",
+    )
 
     @field_serializer("models")
     def _sorted(self, models: frozenset[str]) -> list[str]:

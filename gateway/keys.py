@@ -36,5 +36,8 @@ LOAD = web.AppKey("load", Load)
 
 # Per request, set by the middlewares.
 REQUEST_ID = web.RequestKey("request_id", str)
+"""Made by the gateway for every request: the identity of its slots and reservations."""
+CLIENT_REQUEST_ID = web.RequestKey("client_request_id", str)
+"""The client's own x-request-id, when it sent a well-formed one: logged and echoed only."""
 IDENTITY = web.RequestKey("identity", Identity)
 CONFIG = web.RequestKey("config", GatewayConfig)

@@ -95,6 +95,20 @@ class GatewayMetrics:
             ["tenant", "limit"],
             registry=self.registry,
         )
+        self.counted_usage = Counter(
+            "llmrouter_usage_counted_by_gateway",
+            "Requests charged what the gateway counted because the model server reported no "
+            "usage (client disconnect, broken stream, a server that sends none).",
+            ["tenant", "model"],
+            registry=self.registry,
+        )
+        self.overshoot = Counter(
+            "llmrouter_budget_overshoot_usd",
+            "Cost of requests beyond what admission reserved for them (a model server "
+            "reporting more input than estimated).",
+            ["tenant"],
+            registry=self.registry,
+        )
         self.upstream_failures = Counter(
             "llmrouter_upstream_failures",
             "Attempts that failed and went to another endpoint or model, by reason.",

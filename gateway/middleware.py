@@ -14,6 +14,7 @@ from aiohttp.typedefs import Handler
 from llmrouter.gateway.auth import authenticate_key, presented_credential
 from llmrouter.gateway.errors import GatewayError, Overloaded, error_body
 from llmrouter.gateway.keys import (
+    CLIENT_REQUEST_ID,
     CONFIG,
     IDENTITY,
     JWKS,
@@ -51,13 +52,17 @@ def json_error(
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure becomes an OpenAI-shaped JSON error; no stack trace reaches a client."""
-    incoming = request.headers.get("x-request-id", "")
-    request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else os.urandom(16).hex()
+    # A client's id is never an identity: two requests sharing one must not share a slot.
+    request_id = os.urandom(16).hex()
     request[REQUEST_ID] = request_id
+    incoming = request.headers.get("x-request-id", "")
+    echo = request_id
+    if _SAFE_REQUEST_ID.match(incoming):
+        request[CLIENT_REQUEST_ID] = echo = incoming
     try:
         return await handler(request)
     except GatewayError as exc:
-        return json_error(exc.status, exc.body(), request_id, exc.headers)
+        return json_error(exc.status, exc.body(), echo, exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -71,7 +76,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         elif exc.status == 404:
             message = f"no such endpoint: {request.method} {request.path}"
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        return json_error(exc.status, error_body(message, type_, code), request_id, headers)
+        return json_error(exc.status, error_body(message, type_, code), echo, headers)
     except ConnectionResetError:
         # The client went away before its answer was written: an ordinary event, counted
         # (499) where the request is accounted. aiohttp drops this answer unsent.
@@ -79,9 +84,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return web.Response(status=499)
     except Exception:
         logger.exception("request %s %s (%s) failed", request.method, request.path, request_id)
-        return json_error(
-            500, error_body("internal error", "server_error", "internal_error"), request_id
-        )
+        return json_error(500, error_body("internal error", "server_error", "internal_error"), echo)
 
 
 _PROBES = frozenset({"/healthz", "/readyz"})

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
 import orjson
 
-from llmrouter.gateway.config import Upstream
+from llmrouter.gateway.config import ModelRoute, Upstream
 from llmrouter.gateway.errors import InvalidRequest
 
 
@@ -43,6 +43,36 @@ class ModelRequest:
     stream: bool
     wants_usage: bool
     """Whether a streaming client asked for the usage chunk itself."""
+    max_output: int | None = None
+    """The client's own max_completion_tokens or max_tokens."""
+    output_cap: int | None = None
+    """The output cap sent upstream for the model being tried (see with_output_cap)."""
+
+    def with_output_cap(self, route: ModelRoute) -> ModelRequest:
+        cap = output_cap(self, route)
+        return self if cap == self.output_cap else replace(self, output_cap=cap)
+
+
+def output_cap(req: ModelRequest, route: ModelRoute) -> int | None:
+    """The most output tokens a request may produce on ``route``: the client's own cap
+    within the model's ``max_output_tokens``, else the model's. None when the operation
+    produces no tokens (embeddings)."""
+    if not req.operation.streams:
+        return None
+    if req.max_output is None:
+        return route.max_output_tokens
+    return min(req.max_output, route.max_output_tokens)
+
+
+def _max_output(body: dict[str, Any]) -> int | None:
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise InvalidRequest(f"{name!r} must be a positive integer", param=name)
+        return value
+    return None
 
 
 def parse_request(operation: Operation, raw: bytes) -> ModelRequest:
@@ -77,7 +107,8 @@ def parse_request(operation: Operation, raw: bytes) -> ModelRequest:
     if options is not None and not isinstance(options, dict):
         raise InvalidRequest("'stream_options' must be an object", param="stream_options")
     wants_usage = bool(stream and options and options.get("include_usage") is True)
-    return ModelRequest(operation, body, raw, model, stream, wants_usage)
+    max_output = _max_output(body) if operation.streams else None
+    return ModelRequest(operation, body, raw, model, stream, wants_usage, max_output)
 
 
 def upstream_body(req: ModelRequest, upstream: Upstream) -> bytes:
@@ -85,6 +116,10 @@ def upstream_body(req: ModelRequest, upstream: Upstream) -> bytes:
     changes: dict[str, Any] = {}
     if upstream.model is not None and upstream.model != req.model:
         changes["model"] = upstream.model
+    if req.output_cap is not None and req.output_cap != req.max_output:
+        # The cap the budget reserved for: a server must not produce more than was paid for.
+        field = "max_completion_tokens" if "max_completion_tokens" in req.body else "max_tokens"
+        changes[field] = req.output_cap
     if req.stream and not req.wants_usage:
         # Usage is needed for accounting even when the client did not ask for it.
         changes["stream_options"] = {

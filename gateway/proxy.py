@@ -3,7 +3,8 @@ validate → resolve → admit → attempt (endpoints, then fallbacks) → relay
 
 A request is retried on another endpoint or a fallback model only until its first byte
 has reached the client: a stream is committed when the upstream's first event arrives,
-and a failure after that ends the stream with an error event instead.
+and a failure after that ends the stream with an error event instead. Events are relayed
+by llmrouter.gateway.streaming; what a request is charged is llmrouter.gateway.accounting's.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 import aiohttp
 import orjson
 from aiohttp import web
 
-from llmrouter.gateway.admission import estimate_tokens, refusal_error
+from llmrouter.gateway.accounting import Outcome, account
+from llmrouter.gateway.admission import Ask, ask_for, refusal_error
 from llmrouter.gateway.cache import CACHE_HEADER, cache_key, cacheable
 from llmrouter.gateway.config import GatewayConfig, ModelRoute
 from llmrouter.gateway.endpoints import Endpoint, choose
@@ -30,8 +31,8 @@ from llmrouter.gateway.errors import (
     UpstreamTimeout,
 )
 from llmrouter.gateway.keys import (
-    BUDGETS,
     CACHE,
+    CLIENT_REQUEST_ID,
     CONFIG,
     ENDPOINTS,
     IDENTITY,
@@ -43,30 +44,23 @@ from llmrouter.gateway.keys import (
     UPSTREAM,
 )
 from llmrouter.gateway.openai_request import ModelRequest, Operation, parse_request
-from llmrouter.gateway.periods import day_id, month_id
-from llmrouter.gateway.providers import Adapter, StreamTranslator, adapter_for
+from llmrouter.gateway.providers import Adapter, adapter_for
 from llmrouter.gateway.roles import MODELS_INVOKE
 from llmrouter.gateway.routing import fallback_chain, resolve
-from llmrouter.gateway.state import Plan, Settlement, StateUnavailable, to_nano
-from llmrouter.gateway.usage import RequestRecord, Usage
+from llmrouter.gateway.state import Plan, StateUnavailable
+from llmrouter.gateway.streaming import (
+    StreamBroken,
+    first_event,
+    relay,
+    translated,
+    upstream_events,
+    write_quietly,
+)
+from llmrouter.gateway.usage import Usage, output_estimate
 
 logger = logging.getLogger(__name__)
 
 CLIENT_CLOSED = 499  # nginx's code for "client went away before the answer was complete"
-
-
-@dataclass(slots=True)
-class Outcome:
-    route: ModelRoute
-    steps: list[str] = field(default_factory=list)
-    status: int = 200
-    usage: Usage | None = None
-    ttft_s: float | None = None
-    attempts: int = 0
-    committed: bool = False
-    """The first byte went to the client: no more retries."""
-    cache: str | None = None
-    """``hit`` or ``miss`` for a cacheable request."""
 
 
 async def handle_model_request(request: web.Request, operation: Operation) -> web.StreamResponse:
@@ -74,8 +68,11 @@ async def handle_model_request(request: web.Request, operation: Operation) -> we
     identity = request[IDENTITY]
     identity.require(MODELS_INVOKE)
     req = parse_request(operation, await request.read())
-    resolution = resolve(request[CONFIG], identity.tenant, req.model, req.body, request.headers)
-    plan = await _admit(request, req)
+    config = request[CONFIG]
+    resolution = resolve(config, identity.tenant, req.model, req.body, request.headers)
+    chain = fallback_chain(config, identity.tenant, resolution.route)
+    ask = ask_for(req, chain)
+    plan = await _admit(request, ask)
     outcome = Outcome(route=resolution.route, steps=list(resolution.steps))
     try:
         key = _cache_key(request, req, resolution.route)
@@ -87,7 +84,7 @@ async def handle_model_request(request: web.Request, operation: Operation) -> we
                     body=cached, content_type="application/json", headers=_headers(request, outcome)
                 )
             outcome.cache = "miss"
-        answer = await _attempt(request, req, outcome, started)
+        answer = await _attempt(request, req, chain, outcome, started)
         await _send(request, answer)
         if key is not None and outcome.route is resolution.route:
             await _cache_put(request, key, answer)
@@ -103,7 +100,7 @@ async def handle_model_request(request: web.Request, operation: Operation) -> we
         raise
     finally:
         try:
-            await _account(request, req, plan, outcome, time.perf_counter() - started)
+            await account(request, req, ask, plan, outcome, time.perf_counter() - started)
         except Exception:
             # The answer may be on its way already: a failure to count it must not replace it.
             logger.exception("request %s: accounting failed", request[REQUEST_ID])
@@ -118,11 +115,10 @@ async def _send(request: web.Request, answer: web.StreamResponse) -> None:
         await answer.write_eof()
 
 
-async def _admit(request: web.Request, req: ModelRequest) -> Plan:
+async def _admit(request: web.Request, ask: Ask) -> Plan:
     identity = request[IDENTITY]
     now = request.app[SETTINGS].clock()
-    max_tokens = req.body.get("max_tokens", req.body.get("max_completion_tokens"))
-    plan = request.app[PLANS].plan(identity, estimate_tokens(len(req.raw), max_tokens), now)
+    plan = request.app[PLANS].plan(identity, ask, now)
     try:
         refusal = await request.app[STATE].admit(plan, request[REQUEST_ID], now)
     except StateUnavailable as exc:
@@ -138,7 +134,11 @@ async def _admit(request: web.Request, req: ModelRequest) -> Plan:
 
 
 async def _attempt(
-    request: web.Request, req: ModelRequest, outcome: Outcome, started: float
+    request: web.Request,
+    req: ModelRequest,
+    chain: list[ModelRoute],
+    outcome: Outcome,
+    started: float,
 ) -> web.StreamResponse:
     """Endpoints of the model, then of each fallback, until one answers."""
     app = request.app
@@ -147,7 +147,7 @@ async def _attempt(
     max_attempts = app[SETTINGS].max_attempts
     deadline = started + outcome.route.timeouts.total_s
     last: GatewayError | None = None
-    for route in fallback_chain(config, request[IDENTITY].tenant, outcome.route):
+    for route in chain:
         if last is not None:
             outcome.steps.append(f"fallback->{route.name} ({last.code})")
         tried: set[str] = set()
@@ -165,7 +165,7 @@ async def _attempt(
             outcome.route = route
             try:
                 return await _try_endpoint(
-                    request, req, route, endpoint, outcome, started, deadline
+                    request, req.with_output_cap(route), route, endpoint, outcome, started, deadline
                 )
             except GatewayError as exc:
                 if not exc.retryable or outcome.committed:
@@ -207,12 +207,12 @@ async def _try_endpoint(
                 answer = await _complete(request, req, route, adapter, resp, outcome)
                 endpoint.succeeded(time.perf_counter() - attempt_started)
                 return answer
-            events = _events(route, resp)
+            events = upstream_events(route, resp)
             translator = adapter.stream(req)
             if translator is not None:
-                events = _translated(events, translator)
-            first = await _first_event(route, events)
-            outcome.committed = True
+                events = translated(events, translator)
+            first = await first_event(route, events)
+            outcome.committed = outcome.answered = True
             return await _stream(request, req, route, endpoint, outcome, started, first, events)
     except GatewayError as exc:
         if outcome.committed:
@@ -232,7 +232,7 @@ def _headers(request: web.Request, outcome: Outcome) -> dict[str, str]:
     headers = {
         "x-llmrouter-model": outcome.route.name,
         "x-llmrouter-route": "; ".join(outcome.steps) or "direct",
-        "x-request-id": request[REQUEST_ID],
+        "x-request-id": request.get(CLIENT_REQUEST_ID) or request[REQUEST_ID],
     }
     if outcome.cache is not None:
         headers[CACHE_HEADER] = outcome.cache
@@ -267,69 +267,18 @@ async def _complete(
         raise UpstreamTimeout(f"model {route.name!r}: upstream did not finish in time") from exc
     except aiohttp.ClientError as exc:
         raise UpstreamFailed(f"model {route.name!r}: upstream connection failed") from exc
+    outcome.answered = True
     raw = adapter.response(raw, req)
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise UpstreamFailed(f"model {route.name!r}: upstream answered with invalid JSON") from exc
     outcome.usage = Usage.from_openai(doc.get("usage") if isinstance(doc, dict) else None)
+    if outcome.usage is None:
+        outcome.output_estimate = output_estimate(doc)
     return web.Response(
         body=raw, content_type="application/json", headers=_headers(request, outcome)
     )
-
-
-class _StreamBroken(Exception):
-    def __init__(self, error: GatewayError) -> None:
-        self.error = error
-
-
-async def _events(route: ModelRoute, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    """The upstream's server-sent events, each whole. A failure to read them becomes
-    _StreamBroken, so that it is never mistaken for a failure to write to the client."""
-    lines: list[bytes] = []
-    try:
-        async for line in resp.content:
-            if line not in (b"\n", b"\r\n"):
-                lines.append(line)
-                continue
-            yield b"".join(lines) + line
-            lines.clear()
-    except TimeoutError as exc:
-        raise _StreamBroken(
-            UpstreamTimeout(f"model {route.name!r}: upstream stalled mid-stream")
-        ) from exc
-    except (aiohttp.ClientError, ValueError) as exc:
-        raise _StreamBroken(
-            UpstreamFailed(f"model {route.name!r}: upstream failed mid-stream")
-        ) from exc
-    if lines:
-        yield b"".join(lines)
-
-
-async def _translated(
-    events: AsyncIterator[bytes], translator: StreamTranslator
-) -> AsyncIterator[bytes]:
-    """A provider's events as OpenAI's; a provider's error event breaks the stream."""
-    async for event in events:
-        try:
-            out = translator.feed(event)
-        except GatewayError as exc:
-            raise _StreamBroken(exc) from exc
-        for translated in out:
-            yield translated
-
-
-async def _first_event(route: ModelRoute, events: AsyncIterator[bytes]) -> bytes:
-    """The first event, within the model's first-token timeout; until it has come the
-    request can still go elsewhere."""
-    try:
-        return await asyncio.wait_for(anext(events), route.timeouts.first_token_s)
-    except TimeoutError as exc:
-        raise UpstreamTimeout(f"model {route.name!r}: no first token in time") from exc
-    except StopAsyncIteration as exc:
-        raise UpstreamFailed(f"model {route.name!r}: upstream ended the stream empty") from exc
-    except _StreamBroken as broken:
-        raise broken.error from broken
 
 
 async def _stream(
@@ -352,14 +301,14 @@ async def _stream(
     await out.prepare(request)
     outcome.ttft_s = time.perf_counter() - started
     try:
-        await _relay(first, events, out, req, outcome)
+        await relay(first, events, out, req.wants_usage, outcome)
         await out.write_eof()
-    except _StreamBroken as broken:
+    except StreamBroken as broken:
         # Bytes already reached the client: the only honest ending is an error event.
         logger.warning("request %s: %s", request[REQUEST_ID], broken.error.message)
         endpoint.failed(time.monotonic())
         outcome.status = broken.error.status
-        await _write_quietly(out, b"data: " + orjson.dumps(broken.error.body()) + b"\n\n")
+        await write_quietly(out, b"data: " + orjson.dumps(broken.error.body()) + b"\n\n")
         return out
     except ConnectionResetError:
         endpoint.abandoned()
@@ -370,104 +319,3 @@ async def _stream(
         raise
     endpoint.succeeded(outcome.ttft_s)
     return out
-
-
-async def _write_quietly(out: web.StreamResponse, data: bytes) -> None:
-    try:
-        await out.write(data)
-        await out.write_eof()
-    except ConnectionResetError:
-        pass
-
-
-async def _relay(
-    first: bytes,
-    events: AsyncIterator[bytes],
-    out: web.StreamResponse,
-    req: ModelRequest,
-    outcome: Outcome,
-) -> None:
-    """Pass each event on as soon as it is whole; read usage on the way."""
-    event: bytes | None = first
-    while event is not None:
-        usage_only = b'"usage"' in event and _take_usage(event, outcome)
-        if not usage_only or req.wants_usage:
-            await out.write(event)
-        event = await anext(events, None)
-
-
-def _take_usage(event: bytes, outcome: Outcome) -> bool:
-    """Record usage from a chunk; True when the chunk carries nothing but usage."""
-    if not event.startswith(b"data: {"):
-        return False
-    try:
-        chunk = orjson.loads(event[len(b"data: ") :])
-    except orjson.JSONDecodeError:
-        return False
-    if not isinstance(chunk, dict):
-        return False
-    usage = Usage.from_openai(chunk.get("usage"))
-    if usage is None:
-        return False
-    outcome.usage = usage
-    return not chunk.get("choices")
-
-
-async def _account(
-    request: web.Request,
-    req: ModelRequest,
-    plan: Plan,
-    outcome: Outcome,
-    duration_s: float,
-) -> None:
-    app = request.app
-    identity = request[IDENTITY]
-    route = outcome.route
-    usage = outcome.usage or Usage()
-    cost = usage.cost(route.pricing)
-    now = app[SETTINGS].clock()
-    state = app[STATE]
-    settlement = Settlement(
-        at=now,
-        tenant=identity.tenant.id,
-        day=day_id(now),
-        month=month_id(now),
-        model=route.name,
-        user=identity.user,
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        cost_nano=to_nano(cost),
-    )
-    spend = await state.finish(plan, request[REQUEST_ID], settlement)
-    app[BUDGETS].observe(identity.tenant, settlement.month, spend)
-    record = RequestRecord(
-        request_id=request[REQUEST_ID],
-        tenant=identity.tenant.id,
-        key_name=identity.key_name,
-        model=route.name,
-        endpoint=req.operation.label,
-        status=outcome.status,
-        usage=usage,
-        cost_usd=cost,
-        duration_s=duration_s,
-        ttft_s=outcome.ttft_s,
-        stream=req.stream,
-    )
-    app[METRICS].observe(record)
-    if app[SETTINGS].access_log:
-        logger.info(
-            "request %s tenant=%s user=%s model=%s route=%r endpoint=%s status=%d "
-            "attempts=%d in=%d out=%d cost=%s duration=%.3fs",
-            record.request_id,
-            record.tenant,
-            identity.user,
-            record.model,
-            "; ".join(outcome.steps),
-            record.endpoint,
-            record.status,
-            outcome.attempts,
-            usage.input_tokens,
-            usage.output_tokens,
-            record.cost_usd,
-            duration_s,
-        )

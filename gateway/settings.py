@@ -33,6 +33,10 @@ class GatewaySettings:
     redis_failure_policy: Literal["fail-open", "fail-closed"] = "fail-open"
     """What happens while Redis is unreachable (see llmrouter.gateway.state.resilient)."""
 
+    usage_journal: str | None = None
+    """A folder where each process keeps the usage of requests finished while Redis was
+    unreachable until Redis takes it, across crashes and restarts; None: memory only."""
+
     max_in_flight: int = 1000
     """Requests this process serves at once; past it, 503 ``overloaded`` with Retry-After at
     once, rather than a queue that grows until clients time out."""

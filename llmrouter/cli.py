@@ -176,6 +176,12 @@ def _gateway_args(parser: argparse.ArgumentParser) -> None:
         default="fail-open",
         help="while Redis is unreachable: admit with a local limiter, or refuse",
     )
+    parser.add_argument(
+        "--usage-journal",
+        metavar="DIR",
+        help="with --state: a folder where usage served while Redis is unreachable is kept "
+        "(fsynced) until Redis takes it, across crashes and restarts (default: memory only)",
+    )
 
 
 def _secret_ref(text: str) -> tuple[str, str]:
@@ -296,6 +302,25 @@ def _gateway_args_problem(args: argparse.Namespace) -> str | None:
             f"--workers {args.workers} needs --state redis://HOST:PORT/DB: workers are "
             "separate processes, and limits, budgets and usage must be counted in one place"
         )
+    if args.usage_journal is not None:
+        if not args.state:
+            return "--usage-journal needs --state: without Redis, usage is never pending"
+        problem = _writable_folder(args.usage_journal)
+        if problem:
+            return f"--usage-journal {args.usage_journal}: {problem}"
+    return None
+
+
+def _writable_folder(path: str) -> str | None:
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        return "not a folder"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return "not writable"
     return None
 
 
@@ -310,6 +335,7 @@ def _settings(args: argparse.Namespace) -> GatewaySettings:
         access_log=args.access_log,
         state_url=args.state,
         redis_failure_policy=args.redis_failure_policy,
+        usage_journal=args.usage_journal,
         balancer=args.balancer,
         max_in_flight=args.max_in_flight,
         drain_timeout_s=args.drain_timeout,

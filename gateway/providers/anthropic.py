@@ -38,7 +38,9 @@ class AnthropicAdapter:
         return headers
 
     def body(self, req: ModelRequest, upstream: Upstream) -> bytes:
-        return orjson.dumps(to_messages_request(req.body, upstream.model or req.model))
+        return orjson.dumps(
+            to_messages_request(req.body, upstream.model or req.model, req.output_cap)
+        )
 
     def response(self, raw: bytes, req: ModelRequest) -> bytes:
         try:
@@ -86,7 +88,9 @@ def _blocks(content: Any) -> str | list[dict[str, Any]]:
     return blocks
 
 
-def to_messages_request(body: dict[str, Any], model: str) -> dict[str, Any]:
+def to_messages_request(
+    body: dict[str, Any], model: str, max_tokens: int | None = None
+) -> dict[str, Any]:
     """An OpenAI chat request as an Anthropic Messages request."""
     if body.get("tools") or body.get("functions"):
         raise InvalidRequest(
@@ -110,7 +114,8 @@ def to_messages_request(body: dict[str, Any], model: str) -> dict[str, Any]:
     out: dict[str, Any] = {
         "model": model,
         "messages": messages,
-        "max_tokens": body.get("max_completion_tokens")
+        "max_tokens": max_tokens
+        or body.get("max_completion_tokens")
         or body.get("max_tokens")
         or DEFAULT_MAX_TOKENS,
     }

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Protocol
+from typing import Literal, Protocol
 
 NANO_USD = Decimal("0.000000001")
 """Money is counted in whole nano-dollars: integers add exactly in Redis and in memory."""
@@ -47,12 +47,18 @@ class ConcurrencyCheck:
 
 @dataclass(frozen=True, slots=True)
 class BudgetCheck:
-    """Admit only while the month's spend is under the budget."""
+    """Admit only if the month's spend, what requests in flight have reserved and this
+    request's worst case fit in the budget; then reserve that worst case until it settles."""
 
     scope: str
     key: str
+    """The month's spend."""
+    tenant: str
+    """Whose reservations (one set per tenant, whatever the month)."""
     limit_nano: int
     ends_at: float
+    reserve_nano: int = 0
+    """The request's worst-case cost."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +70,11 @@ class Plan:
     budget: BudgetCheck | None = None
     token_counters: tuple[tuple[str, int], ...] = ()
     """Token counters and the estimate counted in each, corrected by the actual usage."""
+    lease_s: float = 900.0
+    """How long slots and the reservation outlive a holder that never gives them back (a
+    gateway killed mid-request): no shorter than the longest the request may run."""
+    outage_policy: Literal["fail-open", "fail-closed"] | None = None
+    """The tenant's own choice while the shared state is unreachable; None: the gateway's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,12 +83,20 @@ class Refusal:
     scope: str
     limit: int | Decimal
     retry_after_s: float
+    spent: int | None = None
+    """Budget refusals: the month's spend (nano-dollars)."""
+    reserved: int | None = None
+    """Budget refusals: what requests in flight have reserved (nano-dollars)."""
+    needed: int | None = None
+    """Budget refusals: what this request would have reserved (nano-dollars)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Settlement:
     """What a finished request adds: actual tokens, spend, and a usage row."""
 
+    request_id: str
+    """The server-made id its slots and reservation were taken under."""
     at: float
     """When the request finished (epoch seconds)."""
     tenant: str
@@ -116,13 +135,16 @@ class StateStore(Protocol):
         """Check every limit of ``plan``; if all pass, count them all. Atomic."""
 
     async def release(self, plan: Plan, request_id: str) -> None:
-        """Give back the concurrency slots ``admit`` took."""
+        """Give back the concurrency slots and the budget reservation ``admit`` took."""
 
     async def settle(self, plan: Plan, settlement: Settlement) -> int:
         """Correct token estimates, add spend and usage; return the month's spend (nano)."""
 
-    async def finish(self, plan: Plan, request_id: str, settlement: Settlement) -> int:
+    async def finish(self, plan: Plan, settlement: Settlement) -> int:
         """``release`` then ``settle``, at once: what every finished request does."""
+
+    async def claim_event(self, name: str, ttl_s: int) -> bool:
+        """True for the first caller of ``name`` among every replica, False after."""
 
     async def spend(self, tenant: str, month: str) -> int:
         """The tenant's spend this month, in nano-dollars."""

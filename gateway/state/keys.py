@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 PREFIX = "llmrouter:"
-CONCURRENCY_LEASE_S = 900
-"""A slot whose holder vanished (a gateway killed mid-request) frees itself after this."""
 USAGE_RETENTION_S = 400 * 86400
 
 
@@ -30,3 +28,19 @@ USAGE_FIELDS = ("requests", "input_tokens", "output_tokens", "cost_nano")
 
 def usage_field(model: str, user: str, what: str) -> str:
     return FIELD_SEP.join((model, user, what))
+
+
+def reservations(tenant: str) -> tuple[str, str, str]:
+    """A tenant's budget reservations: amounts by request id, their lease expiries, and
+    their total."""
+    base = f"{PREFIX}reserved:{tenant}"
+    return f"{base}:amounts", f"{base}:leases", f"{base}:total"
+
+
+def event(name: str) -> str:
+    return f"{PREFIX}event:{name}"
+
+
+def replayed(request_id: str) -> str:
+    """Marks a journaled settlement as applied, so a second replay adds nothing."""
+    return f"{PREFIX}replayed:{request_id}"

@@ -22,9 +22,12 @@ class MemoryStore:
     def __init__(self) -> None:
         self._counters: dict[str, tuple[int, float]] = {}  # key → (value, expires_at)
         self._swept_at = 0.0
-        self._inflight: dict[str, dict[str, float]] = defaultdict(dict)
+        self._inflight: dict[str, dict[str, float]] = defaultdict(dict)  # rid → lease end
+        self._reserved: dict[str, dict[str, tuple[int, float]]] = defaultdict(dict)
+        """tenant → request id → (nano-dollars reserved, lease end)."""
         self._spend: dict[str, int] = defaultdict(int)
         self._usage: dict[str, dict[tuple[str, str], UsageRow]] = defaultdict(dict)
+        self._events: set[str] = set()
 
     def _get(self, key: str, now: float) -> int:
         value, expires_at = self._counters.get(key, (0, 0.0))
@@ -38,6 +41,17 @@ class MemoryStore:
         for key in [key for key, (_, end) in self._counters.items() if end <= now]:
             del self._counters[key]
 
+    @staticmethod
+    def _expire(leases: dict[str, float], now: float) -> None:
+        for rid in [rid for rid, end in leases.items() if end <= now]:
+            del leases[rid]
+
+    def reserved(self, tenant: str, now: float) -> int:
+        held = self._reserved[tenant]
+        for rid in [rid for rid, (_, end) in held.items() if end <= now]:
+            del held[rid]
+        return sum(amount for amount, _ in held.values())
+
     async def admit(self, plan: Plan, request_id: str, now: float) -> Refusal | None:
         self._sweep(now)
         for c in plan.counters:
@@ -45,20 +59,37 @@ class MemoryStore:
                 return Refusal(c.name, c.scope, c.limit, c.ends_at - now)
         for cc in plan.concurrency:
             held = self._inflight[cc.key]
+            self._expire(held, now)
             if len(held) >= cc.limit:
                 return Refusal("maxConcurrent", cc.scope, cc.limit, 1.0)
-        if plan.budget is not None and self._spend[plan.budget.key] >= plan.budget.limit_nano:
-            b = plan.budget
-            return Refusal("budget", b.scope, b.limit_nano, b.ends_at - now)
+        b = plan.budget
+        if b is not None:
+            spent, reserved = self._spend[b.key], self.reserved(b.tenant, now)
+            used = spent + reserved
+            if used >= b.limit_nano or used + b.reserve_nano > b.limit_nano:
+                return Refusal(
+                    "budget",
+                    b.scope,
+                    b.limit_nano,
+                    b.ends_at - now,
+                    spent,
+                    reserved,
+                    b.reserve_nano,
+                )
+        lease_end = now + plan.lease_s
         for c in plan.counters:
             self._counters[c.key] = (self._get(c.key, now) + c.amount, c.ends_at)
         for cc in plan.concurrency:
-            self._inflight[cc.key][request_id] = now
+            self._inflight[cc.key][request_id] = lease_end
+        if b is not None and b.reserve_nano:
+            self._reserved[b.tenant][request_id] = (b.reserve_nano, lease_end)
         return None
 
     async def release(self, plan: Plan, request_id: str) -> None:
         for cc in plan.concurrency:
             self._inflight[cc.key].pop(request_id, None)
+        if plan.budget is not None:
+            self._reserved[plan.budget.tenant].pop(request_id, None)
 
     async def settle(self, plan: Plan, s: Settlement) -> int:
         now = s.at
@@ -77,12 +108,22 @@ class MemoryStore:
         row.cost_nano += s.cost_nano
         return self._spend[spend_key]
 
-    async def finish(self, plan: Plan, request_id: str, s: Settlement) -> int:
-        await self.release(plan, request_id)
+    async def finish(self, plan: Plan, s: Settlement) -> int:
+        await self.release(plan, s.request_id)
         return await self.settle(plan, s)
+
+    async def claim_event(self, name: str, ttl_s: int) -> bool:
+        if name in self._events:
+            return False
+        self._events.add(name)
+        return True
 
     async def spend(self, tenant: str, month: str) -> int:
         return self._spend.get(k.spend(tenant, month), 0)
+
+    def seed_spend(self, spend_key: str, spend_nano: int) -> None:
+        """Start from a spend known elsewhere (the shared state's, before an outage)."""
+        self._spend[spend_key] = max(self._spend[spend_key], spend_nano)
 
     async def usage(self, tenant: str, days: list[str]) -> TenantUsage:
         out = TenantUsage()

@@ -21,15 +21,21 @@ from llmrouter.gateway.state import (
 from llmrouter.gateway.state import keys as k
 from llmrouter.gateway.state.resp import PipelinedRedis, RedisUnavailable
 
-# KEYS: counters…, concurrency sets…, [budget spend]
-# ARGV: now, request id, lease, #counters, (limit, amount, ttl ms)…, #concurrency,
-#       limit…, budget limit (-1 when none)
-# Returns 0 when admitted, else the 1-based index of the first check that refused.
+# Leases: a slot or reservation whose holder vanished (a gateway killed mid-request)
+# frees itself when its lease ends; a key lives as long as its longest lease.
+# KEYS: counters…, concurrency sets…, [spend, reservation amounts, leases, total]
+# ARGV: now, request id, lease end, lease s, #counters, (limit, amount, ttl ms)…,
+#       #concurrency, limit…, budget limit (-1 when none), reservation
+# Returns 0 when admitted ({0, spend} with a budget), else the 1-based index of the first
+# check that refused; the budget's refusal as {index, spend, reserved}.
 ADMIT = """
-local now = tonumber(ARGV[1])
-local rid, lease = ARGV[2], tonumber(ARGV[3])
-local nc = tonumber(ARGV[4])
-local a = 5
+local now, rid = tonumber(ARGV[1]), ARGV[2]
+local lease_end, lease = tonumber(ARGV[3]), tonumber(ARGV[4])
+local function keep(key)
+  if redis.call('TTL', key) < lease then redis.call('EXPIRE', key, lease) end
+end
+local nc = tonumber(ARGV[5])
+local a = 6
 for i = 1, nc do
   local used = tonumber(redis.call('GET', KEYS[i]) or '0')
   if used + tonumber(ARGV[a + 1]) > tonumber(ARGV[a]) then return i end
@@ -39,40 +45,86 @@ local nk = tonumber(ARGV[a])
 local b = a + 1
 for j = 1, nk do
   local key = KEYS[nc + j]
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - lease)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
   if redis.call('ZCARD', key) >= tonumber(ARGV[b]) then return nc + j end
   b = b + 1
 end
-local budget = tonumber(ARGV[b])
+local budget, reserve = tonumber(ARGV[b]), tonumber(ARGV[b + 1])
+local s = nc + nk
+local admitted = 0
 if budget >= 0 then
-  if tonumber(redis.call('GET', KEYS[nc + nk + 1]) or '0') >= budget then
-    return nc + nk + 1
+  local amounts, leases, total = KEYS[s + 2], KEYS[s + 3], KEYS[s + 4]
+  local stale = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 100)
+  for _, r in ipairs(stale) do
+    local held = redis.call('HGET', amounts, r)
+    if held then
+      redis.call('DECRBY', total, held)
+      redis.call('HDEL', amounts, r)
+    end
+    redis.call('ZREM', leases, r)
   end
+  local spent = tonumber(redis.call('GET', KEYS[s + 1]) or '0')
+  local reserved = tonumber(redis.call('GET', total) or '0')
+  local used = spent + reserved
+  if used >= budget or used + reserve > budget then return {s + 1, spent, reserved} end
+  admitted = {0, spent}
 end
-a = 5
+a = 6
 for i = 1, nc do
   redis.call('INCRBY', KEYS[i], ARGV[a + 1])
   redis.call('PEXPIRE', KEYS[i], ARGV[a + 2])
   a = a + 3
 end
 for j = 1, nk do
-  redis.call('ZADD', KEYS[nc + j], now, rid)
-  redis.call('EXPIRE', KEYS[nc + j], lease)
+  redis.call('ZADD', KEYS[nc + j], lease_end, rid)
+  keep(KEYS[nc + j])
 end
-return 0
+if budget >= 0 and reserve > 0 then
+  redis.call('HSET', KEYS[s + 2], rid, reserve)
+  redis.call('ZADD', KEYS[s + 3], lease_end, rid)
+  redis.call('INCRBY', KEYS[s + 4], reserve)
+  for i = 2, 4 do keep(KEYS[s + i]) end
+end
+return admitted
 """
 
-# KEYS: spend, usage hash, token counters…, concurrency sets to leave…
+# KEYS: spend, usage hash, token counters…, concurrency sets to leave…,
+#       [reservation amounts, leases, total], [replay marker]
 # ARGV: #token counters, cost, requests field, input field, output field, cost field,
-#       input tokens, output tokens, retention, request id, correction of each token counter…
-# Returns the month's spend after this request.
+#       input tokens, output tokens, retention, request id, #concurrency sets,
+#       release reservation (0/1), replay mode, correction of each token counter…
+# Replay modes: 0 live; 1 a journaled request admitted here, applied only while its slots
+# or reservation are still held (else it was applied before its reply was lost); 2 a
+# journaled request admitted during an outage. Replays apply once (marker).
+# Returns the month's spend after this request, or -1 for a replay already applied.
 SETTLE = """
-local ntok = tonumber(ARGV[1])
-for i = 3, 2 + ntok do
-  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBY', KEYS[i], ARGV[i + 8]) end
+local ntok, nk = tonumber(ARGV[1]), tonumber(ARGV[11])
+local rid, mode = ARGV[10], tonumber(ARGV[13])
+local r = 3 + ntok + nk
+if mode > 0 then
+  if mode == 1 and (nk > 0 or ARGV[12] == '1') then
+    local held = false
+    for i = 3 + ntok, 2 + ntok + nk do
+      if redis.call('ZSCORE', KEYS[i], rid) then held = true end
+    end
+    if ARGV[12] == '1' and redis.call('HEXISTS', KEYS[r], rid) == 1 then held = true end
+    if not held then return -1 end
+  end
+  if not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'EX', 604800) then return -1 end
 end
-for i = 3 + ntok, #KEYS do
-  redis.call('ZREM', KEYS[i], ARGV[10])
+for i = 3, 2 + ntok do
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBY', KEYS[i], ARGV[i + 11]) end
+end
+for i = 3 + ntok, 2 + ntok + nk do
+  redis.call('ZREM', KEYS[i], rid)
+end
+if ARGV[12] == '1' then
+  local held = redis.call('HGET', KEYS[r], rid)
+  if held then
+    redis.call('DECRBY', KEYS[r + 2], held)
+    redis.call('HDEL', KEYS[r], rid)
+  end
+  redis.call('ZREM', KEYS[r + 1], rid)
 end
 redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
 redis.call('HINCRBY', KEYS[2], ARGV[4], ARGV[7])
@@ -84,10 +136,33 @@ redis.call('EXPIRE', KEYS[1], ARGV[9])
 return spend
 """
 
+# KEYS: concurrency sets…, [reservation amounts, leases, total]
+# ARGV: request id, #concurrency sets
+RELEASE = """
+local rid, nk = ARGV[1], tonumber(ARGV[2])
+for i = 1, nk do redis.call('ZREM', KEYS[i], rid) end
+if #KEYS > nk then
+  local held = redis.call('HGET', KEYS[nk + 1], rid)
+  if held then
+    redis.call('DECRBY', KEYS[nk + 3], held)
+    redis.call('HDEL', KEYS[nk + 1], rid)
+  end
+  redis.call('ZREM', KEYS[nk + 2], rid)
+end
+return 0
+"""
+
+
+REPLAY_ADMITTED_HERE = 1
+REPLAY_ADMITTED_LOCALLY = 2
+
 
 class RedisStore:
     def __init__(self, url: str, *, timeout_s: float = 0.5) -> None:
         self._redis = PipelinedRedis(url, timeout_s=timeout_s)
+        self.spend_seen: dict[str, int] = {}
+        """The month's spend by spend key, as Redis last reported it: where the local
+        limiter starts during an outage."""
 
     async def _call(self, coro: Any) -> Any:
         try:
@@ -100,21 +175,28 @@ class RedisStore:
 
     async def admit(self, plan: Plan, request_id: str, now: float) -> Refusal | None:
         keys = [c.key for c in plan.counters] + [c.key for c in plan.concurrency]
-        args: list[Any] = [now, request_id, k.CONCURRENCY_LEASE_S, len(plan.counters)]
+        lease = max(1, math.ceil(plan.lease_s))
+        args: list[Any] = [now, request_id, now + lease, lease, len(plan.counters)]
         for c in plan.counters:
             # Relative expiry: the window ends when the caller's clock says so.
             args += [c.limit, c.amount, max(1, math.ceil((c.ends_at - now) * 1000))]
         args.append(len(plan.concurrency))
         args += [c.limit for c in plan.concurrency]
-        if plan.budget is not None:
-            keys.append(plan.budget.key)
-            args.append(plan.budget.limit_nano)
+        b = plan.budget
+        if b is not None:
+            keys += [b.key, *k.reservations(b.tenant)]
+            args += [b.limit_nano, b.reserve_nano]
         else:
-            args.append(-1)
-        refused = int(await self._call(self._redis.evalsha(ADMIT, keys, args)))
-        if refused == 0:
+            args += [-1, 0]
+        reply = await self._call(self._redis.evalsha(ADMIT, keys, args))
+        if isinstance(reply, list):
+            if b is not None:
+                self.spend_seen[b.key] = int(reply[1])
+            index = int(reply[0]) - 1
+        else:
+            index = int(reply) - 1
+        if index < 0:
             return None
-        index = refused - 1
         if index < len(plan.counters):
             c = plan.counters[index]
             return Refusal(c.name, c.scope, c.limit, c.ends_at - now)
@@ -122,23 +204,40 @@ class RedisStore:
         if index < len(plan.concurrency):
             cc = plan.concurrency[index]
             return Refusal("maxConcurrent", cc.scope, cc.limit, 1.0)
-        assert plan.budget is not None
+        assert b is not None and isinstance(reply, list)
         return Refusal(
-            "budget", plan.budget.scope, plan.budget.limit_nano, plan.budget.ends_at - now
+            "budget",
+            b.scope,
+            b.limit_nano,
+            b.ends_at - now,
+            int(reply[1]),
+            int(reply[2]),
+            b.reserve_nano,
         )
 
-    async def release(self, plan: Plan, request_id: str) -> None:
-        if plan.concurrency:
-            removals = (self._redis.execute(b"ZREM", c.key, request_id) for c in plan.concurrency)
-            await self._call(asyncio.gather(*removals))
+    def _held_keys(self, plan: Plan) -> list[str]:
+        keys = [cc.key for cc in plan.concurrency]
+        if plan.budget is not None:
+            keys += k.reservations(plan.budget.tenant)
+        return keys
 
-    async def settle(self, plan: Plan, s: Settlement, release_id: str | None = None) -> int:
+    async def release(self, plan: Plan, request_id: str) -> None:
+        if plan.concurrency or plan.budget is not None:
+            keys = self._held_keys(plan)
+            args = [request_id, len(plan.concurrency)]
+            await self._call(self._redis.evalsha(RELEASE, keys, args))
+
+    async def settle(
+        self, plan: Plan, s: Settlement, *, release: bool = False, replay: int = 0
+    ) -> int:
+        """Add a finished request's usage; ``release`` its slots and reservation too.
+        ``replay`` (journaled settlements, see SETTLE) applies it at most once."""
         actual = s.input_tokens + s.output_tokens
         fields = [k.usage_field(s.model, s.user, what) for what in k.USAGE_FIELDS]
         keys = [k.spend(s.tenant, s.month), k.usage(s.tenant, s.day)]
         keys += [key for key, _ in plan.token_counters]
-        if release_id is not None:
-            keys += [cc.key for cc in plan.concurrency]
+        held = self._held_keys(plan) if release else []
+        keys += held
         args: list[int | str] = [
             len(plan.token_counters),
             s.cost_nano,
@@ -146,14 +245,30 @@ class RedisStore:
             s.input_tokens,
             s.output_tokens,
             k.USAGE_RETENTION_S,
-            release_id or "",
+            s.request_id,
+            len(plan.concurrency) if release else 0,
+            int(release and plan.budget is not None),
+            replay,
         ]
-        args += [actual - estimate for _, estimate in plan.token_counters]
-        return int(await self._call(self._redis.evalsha(SETTLE, keys, args)))
+        if replay:
+            keys.append(k.replayed(s.request_id))
+        # A request admitted during an outage counted its estimate only locally.
+        local = replay == REPLAY_ADMITTED_LOCALLY
+        args += [actual - (0 if local else estimate) for _, estimate in plan.token_counters]
+        spend = int(await self._call(self._redis.evalsha(SETTLE, keys, args)))
+        if spend >= 0:
+            self.spend_seen[keys[0]] = spend
+        return spend
 
-    async def finish(self, plan: Plan, request_id: str, s: Settlement) -> int:
+    async def finish(self, plan: Plan, s: Settlement) -> int:
         """release and settle in one round trip."""
-        return await self.settle(plan, s, release_id=request_id)
+        return await self.settle(plan, s, release=True)
+
+    async def claim_event(self, name: str, ttl_s: int) -> bool:
+        reply = await self._call(
+            self._redis.execute(b"SET", k.event(name), b"1", b"NX", b"EX", ttl_s)
+        )
+        return reply is not None
 
     async def spend(self, tenant: str, month: str) -> int:
         return int(await self._call(self._redis.execute(b"GET", k.spend(tenant, month))) or 0)

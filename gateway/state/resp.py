@@ -31,6 +31,28 @@ class RedisReplyError(Exception):
     """Redis answered with an error (wrong type, script error, …)."""
 
 
+# Error replies of a Redis that cannot serve for now (loading its data, a read-only
+# replica, out of memory, a script running too long, no quorum): an outage, not a bug.
+_OUTAGE_REPLIES = (
+    "LOADING",
+    "READONLY",
+    "OOM",
+    "BUSY",
+    "MASTERDOWN",
+    "NOREPLICAS",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "MISCONF",
+)
+
+
+def reply_error(reply: hiredis.ReplyError) -> Exception:
+    text = str(reply)
+    if text.startswith(_OUTAGE_REPLIES):
+        return RedisUnavailable(f"redis: {text}")
+    return RedisReplyError(text)
+
+
 @dataclass(frozen=True)
 class RedisAddress:
     host: str = "127.0.0.1"
@@ -169,7 +191,7 @@ class PipelinedRedis:
             conn = await self._connection()
         reply = await conn.send(encode(args))
         if isinstance(reply, hiredis.ReplyError):
-            raise RedisReplyError(str(reply))
+            raise reply_error(reply)
         return reply
 
     async def evalsha(self, script: str, keys: list[str], args: list[Any]) -> Any:

@@ -146,6 +146,12 @@ class ModelDeploymentSpec(
     pricing: Pricing = Field(default_factory=Pricing)
     fallbacks: list[ModelName] = Field(default_factory=list)
     timeouts: Timeouts = Field(default_factory=Timeouts)
+    max_output_tokens: Annotated[int, Field(ge=1, le=10_000_000)] | None = Field(
+        None,
+        description="Most output tokens one request may ask for; a request without "
+        "max_tokens gets this cap, sent upstream, and budgets reserve for it. Default: "
+        "llamacpp its contextSize, external 4096.",
+    )
 
     @model_validator(mode="after")
     def _exactly_one_engine(self) -> ModelDeploymentSpec:

@@ -133,6 +133,12 @@ class TenantSpec(SpecModel):
     auth: Auth = Field(default_factory=Auth)
     routing: Routing = Field(default_factory=Routing)
     cost_center: CostCenter = Field(default_factory=CostCenter)
+    state_outage_policy: Literal["FailOpen", "FailClosed"] | None = Field(
+        None,
+        description="While the gateways' shared state (Redis) is unreachable: FailOpen admits "
+        "on each gateway's local limits, FailClosed refuses this tenant's requests with 503. "
+        "Default: the gateway's --redis-failure-policy.",
+    )
 
     @field_validator("api_keys")
     @classmethod

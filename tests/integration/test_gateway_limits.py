@@ -39,7 +39,7 @@ kind: Tenant
 metadata: {name: budgeted}
 spec:
   models: [local]
-  budget: {monthlyUSD: "0.00005", warnAtPercent: 50, onExceeded: Block}
+  budget: {monthlyUSD: "0.0001", warnAtPercent: 30, onExceeded: Block}
   apiKeys: [{name: dev, role: developer}]
 ---
 apiVersion: llmrouter.io/v1alpha1
@@ -94,8 +94,13 @@ def client(url: str, tenant: str, key: str = "dev") -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=KEYS[(tenant, key)], max_retries=0)
 
 
-async def chat(c: openai.AsyncOpenAI) -> None:
-    await c.chat.completions.create(model="local", messages=[{"role": "user", "content": "hi"}])
+async def chat(c: openai.AsyncOpenAI, max_tokens: int | None = 5) -> None:
+    """A chat costing 0.000034 USD; with max_tokens 5 it reserves about 0.00006 (its input
+    estimate and 5 output tokens), without it the model's whole context of output."""
+    extra = {} if max_tokens is None else {"max_tokens": max_tokens}
+    await c.chat.completions.create(
+        model="local", messages=[{"role": "user", "content": "hi"}], **extra
+    )
 
 
 async def test_the_nth_request_passes_and_the_next_gets_429(url: str, clock: Clock) -> None:
@@ -120,22 +125,68 @@ async def test_a_key_limit_lower_than_the_tenant_limit(url: str) -> None:
     await chat(client(url, "limited"))  # the tenant still has room for other keys
 
 
-async def test_budget_blocks_once_spent_and_renews_with_the_month(
+async def test_budget_reserves_the_worst_case_and_renews_with_the_month(
     url: str, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
     c = client(url, "budgeted")
     with caplog.at_level(logging.WARNING, logger="llmrouter.gateway.budget"):
-        await chat(c)  # 0.000034 spent: past the 50% warning
-        await chat(c)  # admitted under budget; 0.000068 spent
-    assert "past 50%" in caplog.text
-    assert "spent 0.000068 of its 0.00005 USD budget for 2026-11 (blocking requests)" in caplog.text
+        await chat(c)  # 0.000034 spent: past the 30% warning
+        await chat(c)  # its worst case still fits; 0.000068 spent
+    assert "spent 0.000034 of its 0.0001 USD budget for 2026-11: past 30%" in caplog.text
     with pytest.raises(openai.RateLimitError) as err:
-        await chat(c)
+        await chat(c)  # 0.000032 left, and this one may cost more than that
     assert err.value.code == "budget_exceeded"
-    assert "monthly budget of 0.00005 USD is spent" in err.value.message
+    assert "0.000032 USD is left and this request may cost up to" in err.value.message
+    assert "lower max_tokens" in err.value.message
     assert err.value.response.headers["retry-after"] == "110"  # until 2026-12-01T00:00:00Z
     clock.now += 110
     await chat(c)
+
+
+async def test_a_request_without_max_tokens_reserves_the_models_output_cap(
+    url: str, upstream: FakeUpstream
+) -> None:
+    c = client(url, "budgeted")
+    with pytest.raises(openai.RateLimitError) as err:
+        await chat(c, max_tokens=None)  # 4096 tokens of output at $4/M: 0.016 USD
+    assert err.value.code == "budget_exceeded"
+    assert "may cost up to 0.0164" in err.value.message
+    assert upstream.seen == []
+    await chat(c, max_tokens=10)
+    assert upstream.seen[-1].body["max_tokens"] == 10
+
+
+async def test_the_model_cap_is_sent_upstream_and_bounds_what_a_client_asks(
+    url: str, upstream: FakeUpstream
+) -> None:
+    c = client(url, "limited")
+    await chat(c, max_tokens=None)
+    assert upstream.seen[-1].body["max_tokens"] == 4096  # the model's contextSize
+    await chat(c, max_tokens=100_000)
+    assert upstream.seen[-1].body["max_tokens"] == 4096
+    await c.chat.completions.create(
+        model="local", messages=[{"role": "user", "content": "hi"}], max_completion_tokens=7
+    )
+    assert upstream.seen[-1].body["max_completion_tokens"] == 7
+    assert "max_tokens" not in upstream.seen[-1].body
+
+
+@pytest.mark.parametrize("value", [0, -3, "ten", 1.5, True])
+async def test_a_malformed_max_tokens_is_refused(url: str, value: object) -> None:
+    async with aiohttp.ClientSession() as http:
+        resp = await http.post(
+            f"{url}/v1/chat/completions",
+            json={
+                "model": "local",
+                "messages": [{"role": "user", "content": "x"}],
+                "max_tokens": value,
+            },
+            headers={"Authorization": f"Bearer {KEYS['limited', 'dev']}"},
+        )
+        body = await resp.json()
+    assert resp.status == 400
+    assert body["error"]["param"] == "max_tokens"
+    assert "must be a positive integer" in body["error"]["message"]
 
 
 async def test_alert_only_budget_reports_but_serves(

@@ -270,7 +270,7 @@ async def test_health_and_readiness(gateway_url: str) -> None:
 
 
 class _SettlementFails(MemoryStore):
-    async def finish(self, plan: Plan, request_id: str, settlement: Settlement) -> int:
+    async def finish(self, plan: Plan, settlement: Settlement) -> int:
         raise RuntimeError("disk on fire")
 
 

@@ -35,13 +35,15 @@ kind: Tenant
 metadata: {name: budgeted}
 spec:
   models: [local]
-  budget: {monthlyUSD: "0.00005"}
+  budget: {monthlyUSD: "0.0001"}
   apiKeys: [{name: dev, role: developer}]
 """
 )
 SHARED_KEY = "llmr_shared_dev_key_00000000001"
 BUDGET_KEY = "llmr_budgeted_dev_key_000000001"
-BODY = {"model": "local", "messages": [{"role": "user", "content": "hi"}]}
+BODY = {"model": "local", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+"""Costs 0.000034 USD (7 and 5 tokens at $2 and $4 per million); reserves 0.000062 (its
+21-token input estimate and 5 output tokens)."""
 
 
 @pytest.fixture

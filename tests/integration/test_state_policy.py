@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from llmrouter.gateway.admission import plan_admission
+from llmrouter.gateway.admission import Ask, plan_admission
 from llmrouter.gateway.auth import Identity
 from llmrouter.gateway.config import Budget, Limits, TenantPolicy
 from llmrouter.gateway.periods import day_id, month_id
@@ -48,9 +48,10 @@ def identity(
 
 
 def settlement(
-    now: float, tokens_in: int = 0, tokens_out: int = 0, cost_nano: int = 0
+    now: float, tokens_in: int = 0, tokens_out: int = 0, cost_nano: int = 0, rid: str = "r"
 ) -> Settlement:
     return Settlement(
+        request_id=rid,
         at=now,
         tenant="ns/acme",
         day=day_id(now),
@@ -68,7 +69,7 @@ async def admit_n(
 ) -> list[Any]:
     results = []
     for i in range(n):
-        plan = plan_admission(who, estimate, now)
+        plan = plan_admission(who, Ask(0, estimate), now)
         results.append(await store.admit(plan, f"r{now}-{i}", now))
     return results
 
@@ -98,38 +99,38 @@ async def test_tokens_per_minute_estimate_is_corrected_by_actual_usage(
     store: StateStore,
 ) -> None:
     who = identity(tokens_per_minute=100)
-    first = plan_admission(who, 60, T0)
+    first = plan_admission(who, Ask(0, 60), T0)
     assert await store.admit(first, "a", T0) is None
-    second = plan_admission(who, 60, T0)
+    second = plan_admission(who, Ask(0, 60), T0)
     refusal = await store.admit(second, "b", T0)
     assert refusal is not None and refusal.name == "tokensPerMinute"
     await store.settle(first, settlement(T0, tokens_in=4, tokens_out=6))  # 10, not 60
     assert await store.admit(second, "b", T0) is None  # 10 + 60 <= 100
-    over = await store.admit(plan_admission(who, 31, T0), "c", T0)
+    over = await store.admit(plan_admission(who, Ask(0, 31), T0), "c", T0)
     assert over is not None and over.name == "tokensPerMinute"
-    assert await store.admit(plan_admission(who, 30, T0), "c", T0) is None  # exactly 100
+    assert await store.admit(plan_admission(who, Ask(0, 30), T0), "c", T0) is None  # exactly 100
 
 
 async def test_a_request_larger_than_the_limit_passes_an_empty_window(store: StateStore) -> None:
     who = identity(tokens_per_minute=100)
-    assert await store.admit(plan_admission(who, 5000, T0), "big", T0) is None
-    assert (await store.admit(plan_admission(who, 1, T0), "next", T0)) is not None
+    assert await store.admit(plan_admission(who, Ask(0, 5000), T0), "big", T0) is None
+    assert (await store.admit(plan_admission(who, Ask(0, 1), T0), "next", T0)) is not None
 
 
 async def test_tokens_per_month_and_the_month_rollover(store: StateStore) -> None:
     who = identity(tokens_per_month=50)
-    plan = plan_admission(who, 10, T0)
+    plan = plan_admission(who, Ask(0, 10), T0)
     assert await store.admit(plan, "a", T0) is None
     await store.settle(plan, settlement(T0, tokens_in=20, tokens_out=30))  # 50 used
-    refusal = await store.admit(plan_admission(who, 1, T0), "b", T0)
+    refusal = await store.admit(plan_admission(who, Ask(0, 1), T0), "b", T0)
     assert refusal is not None and refusal.name == "tokensPerMonth"
     assert refusal.retry_after_s == pytest.approx(NEXT_MONTH - 1 - T0)
-    assert await store.admit(plan_admission(who, 1, NEXT_MONTH), "c", NEXT_MONTH) is None
+    assert await store.admit(plan_admission(who, Ask(0, 1), NEXT_MONTH), "c", NEXT_MONTH) is None
 
 
 async def test_max_concurrent_holds_until_release(store: StateStore) -> None:
     who = identity(max_concurrent=2)
-    plans = [plan_admission(who, 0, T0) for _ in range(3)]
+    plans = [plan_admission(who, Ask(0, 0), T0) for _ in range(3)]
     assert await store.admit(plans[0], "a", T0) is None
     assert await store.admit(plans[1], "b", T0) is None
     refusal = await store.admit(plans[2], "c", T0)
@@ -140,22 +141,22 @@ async def test_max_concurrent_holds_until_release(store: StateStore) -> None:
 
 async def test_budget_blocks_when_spent_and_renews_next_month(store: StateStore) -> None:
     who = identity(budget=Budget(monthly_usd=Decimal("0.01")))
-    plan = plan_admission(who, 0, T0)
+    plan = plan_admission(who, Ask(0, 0), T0)
     assert await store.admit(plan, "a", T0) is None
     spend = await store.settle(plan, settlement(T0, cost_nano=to_nano(Decimal("0.01"))))
     assert spend == 10_000_000
-    refusal = await store.admit(plan_admission(who, 0, T0), "b", T0)
+    refusal = await store.admit(plan_admission(who, Ask(0, 0), T0), "b", T0)
     assert refusal is not None and refusal.name == "budget"
     assert await store.spend("ns/acme", "2026-11") == 10_000_000
-    assert await store.admit(plan_admission(who, 0, NEXT_MONTH), "c", NEXT_MONTH) is None
+    assert await store.admit(plan_admission(who, Ask(0, 0), NEXT_MONTH), "c", NEXT_MONTH) is None
     assert await store.spend("ns/acme", "2026-12") == 0
 
 
 async def test_alert_only_budget_never_blocks(store: StateStore) -> None:
     who = identity(budget=Budget(monthly_usd=Decimal("0.01"), block=False))
-    plan = plan_admission(who, 0, T0)
+    plan = plan_admission(who, Ask(0, 0), T0)
     await store.settle(plan, settlement(T0, cost_nano=to_nano(Decimal("1"))))
-    assert await store.admit(plan_admission(who, 0, T0), "b", T0) is None
+    assert await store.admit(plan_admission(who, Ask(0, 0), T0), "b", T0) is None
 
 
 async def test_key_limits_apply_on_top_of_the_tenant_limits(store: StateStore) -> None:
@@ -167,13 +168,13 @@ async def test_key_limits_apply_on_top_of_the_tenant_limits(store: StateStore) -
 
 async def test_a_refused_request_counts_nothing(store: StateStore) -> None:
     who = identity(requests_per_minute=5, max_concurrent=1)
-    assert await store.admit(plan_admission(who, 0, T0), "a", T0) is None
+    assert await store.admit(plan_admission(who, Ask(0, 0), T0), "a", T0) is None
     for i in range(10):  # refused by concurrency: the request counter must not move
-        assert (await store.admit(plan_admission(who, 0, T0), f"x{i}", T0)) is not None
-    await store.release(plan_admission(who, 0, T0), "a")
+        assert (await store.admit(plan_admission(who, Ask(0, 0), T0), f"x{i}", T0)) is not None
+    await store.release(plan_admission(who, Ask(0, 0), T0), "a")
     results = []
     for i in range(5):
-        plan = plan_admission(who, 0, T0)
+        plan = plan_admission(who, Ask(0, 0), T0)
         results.append(await store.admit(plan, f"y{i}", T0))
         await store.release(plan, f"y{i}")
     assert results[:4] == [None] * 4
@@ -195,9 +196,11 @@ async def test_usage_is_summed_by_model_and_user_over_days(store: StateStore) ->
 
 async def test_finish_releases_and_settles_at_once(store: StateStore) -> None:
     who = identity(max_concurrent=1, tokens_per_minute=100)
-    plan = plan_admission(who, 60, T0)
+    plan = plan_admission(who, Ask(0, 60), T0)
     assert await store.admit(plan, "a", T0) is None
-    assert (await store.admit(plan_admission(who, 0, T0), "b", T0)) is not None  # slot held
-    spend = await store.finish(plan, "a", settlement(T0, tokens_in=5, tokens_out=5, cost_nano=7))
+    assert (await store.admit(plan_admission(who, Ask(0, 0), T0), "b", T0)) is not None  # slot held
+    spend = await store.finish(
+        plan, settlement(T0, tokens_in=5, tokens_out=5, cost_nano=7, rid="a")
+    )
     assert spend == 7
-    assert await store.admit(plan_admission(who, 90, T0), "c", T0) is None  # 10 + 90 <= 100
+    assert await store.admit(plan_admission(who, Ask(0, 90), T0), "c", T0) is None  # 10 + 90 <= 100

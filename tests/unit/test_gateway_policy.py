@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from llmrouter.gateway.admission import PlanMemo, plan_admission
+from llmrouter.gateway.admission import Ask, PlanMemo, plan_admission
 from llmrouter.gateway.auth import Identity, authenticate_key, presented_credential
 from llmrouter.gateway.config import (
     ApiKeyEntry,
@@ -83,12 +83,13 @@ def test_plans_are_shared_within_a_second_and_made_anew_after() -> None:
     alice = Identity(tenant=tenant, key_name="a", role="user", user="key:a")
     bob = Identity(tenant=tenant, key_name="b", role="user", user="key:b")
     memo = PlanMemo()
-    first = memo.plan(alice, 50, 1_800_000_000.1)
-    assert memo.plan(alice, 50, 1_800_000_000.9) is first
-    assert first == plan_admission(alice, 50, 1_800_000_000.9)
-    assert memo.plan(alice, 60, 1_800_000_000.5) is not first
-    assert memo.plan(bob, 50, 1_800_000_000.5) is not first
-    later = memo.plan(alice, 50, 1_800_000_060.0)  # the next minute: other counters
+    ask = Ask(10, 50)
+    first = memo.plan(alice, ask, 1_800_000_000.1)
+    assert memo.plan(alice, Ask(10, 50), 1_800_000_000.9) is first
+    assert first == plan_admission(alice, ask, 1_800_000_000.9)
+    assert memo.plan(alice, Ask(10, 60), 1_800_000_000.5) is not first
+    assert memo.plan(bob, ask, 1_800_000_000.5) is not first
+    later = memo.plan(alice, ask, 1_800_000_060.0)  # the next minute: other counters
     assert later is not first
     assert [c.key for c in later.counters] != [c.key for c in first.counters]
 
