@@ -6,9 +6,12 @@ with what it reads from YAML files. Same input, same output, byte for byte.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Literal
 
 from llmrouter.gateway.config import (
     ApiKeyEntry,
@@ -24,10 +27,11 @@ from llmrouter.gateway.config import (
     Timeouts,
     Upstream,
 )
-from llmrouter.operator.api.common import parse_duration
+from llmrouter.operator.api.common import Resource, parse_duration
 from llmrouter.operator.api.modeldeployment import ModelDeployment
 from llmrouter.operator.api.tenant import Limits as LimitsSpec
 from llmrouter.operator.api.tenant import Tenant
+from llmrouter.operator.names import SERVER_KEY, server_key_secret_name
 
 LLAMACPP_PORT = 8080
 
@@ -39,6 +43,11 @@ class Problem:
     ref: str
     field: str
     message: str
+    left_out: Literal["object", "field"] = "object"
+    """What is left out for it: the whole object, or only what ``field`` names (a model
+    name, a fallback, one of a tenant's models or keys)."""
+    conflict: bool = False
+    """A model name another object holds: the newcomer's Conflict condition says so."""
 
     def __str__(self) -> str:
         return f"{self.ref}: {self.field}: {self.message}"
@@ -63,15 +72,74 @@ class Resources:
     models: list[ModelDeployment] = field(default_factory=list)
     api_key_hashes: Mapping[tuple[str, str], str] = field(default_factory=dict)
     endpoints: Mapping[str, list[str]] = field(default_factory=dict)
+    incumbents: Mapping[str, str] = field(default_factory=dict)
+    """Model name → ``ModelDeployment ns/name`` that had it in the configuration published
+    before (see :func:`incumbents`): it keeps the name while it still claims it."""
+    model_server_keys: bool = False
+    """In a cluster: each llama.cpp server requires the key the operator made for it, and
+    the gateway sends it (through the gateway namespace's copy of its Secret)."""
+
+
+def incumbents(config: GatewayConfig) -> dict[str, str]:
+    """Every name a published configuration serves → the ModelDeployment it came from."""
+    owners = {name: route.source for name, route in config.models.items()}
+    for alias, target in config.aliases.items():
+        if target in config.models:
+            owners[alias] = config.models[target].source
+    return owners
+
+
+def claim_order(obj: Resource) -> tuple[bool, datetime.datetime, str, str]:
+    """Who claimed first: the oldest object, then namespace and name (objects read from
+    files have no creation time: namespace and name alone)."""
+    created = obj.metadata.creation_timestamp
+    return (
+        created is None,
+        created or datetime.datetime.min.replace(tzinfo=datetime.UTC),
+        obj.metadata.namespace,
+        obj.metadata.name,
+    )
 
 
 def compile_config(resources: Resources) -> GatewayConfig:
+    """The configuration, only when nothing had to be left out: ``llmrouter serve`` refuses
+    a broken file. CompileError lists every problem."""
+    config, problems = compile_resources(resources)
+    if problems:
+        raise CompileError(problems)
+    return config
+
+
+def compile_resources(resources: Resources) -> tuple[GatewayConfig, list[Problem]]:
+    """The configuration of everything that compiles, and the problems of what was left
+    out. Each broken object or reference drops only itself (a Tenant naming an unknown
+    model keeps its other models): the operator always publishes this, so one bad object
+    never freezes the others' configuration, revoked keys included."""
     problems: list[Problem] = []
-    _check_unique_objects(resources, problems)
+    resources = _unique_objects(resources, problems)
+    while True:
+        config, found = _compile_once(resources)
+        whole = [p for p in found if p.left_out == "object"]
+        if not whole:
+            return config, problems + found
+        # Objects left out whole free what they claimed, and may turn others' references
+        # into problems: compile again without them.
+        problems += whole
+        bad = {p.ref for p in whole}
+        resources = dataclasses.replace(
+            resources,
+            tenants=[t for t in resources.tenants if t.ref not in bad],
+            models=[m for m in resources.models if m.ref not in bad],
+        )
+
+
+def _compile_once(resources: Resources) -> tuple[GatewayConfig, list[Problem]]:
+    problems: list[Problem] = []
     _check_unique_oidc(resources.tenants, problems)
-    owners = _claim_names(resources.models, problems)
+    owners = _claim_names(resources.models, resources.incumbents, problems)
+    fallbacks = _fallbacks(resources.models, owners, problems)
     models = {
-        md.served_name: _model_route(md, resources.endpoints)
+        md.served_name: _model_route(md, resources, owners, fallbacks[md.ref])
         for md in sorted(resources.models, key=lambda m: m.served_name)
         if owners.get(md.served_name) is md
     }
@@ -80,22 +148,30 @@ def compile_config(resources: Resources) -> GatewayConfig:
         for name, md in sorted(owners.items())
         if name != md.served_name and md.served_name in models
     }
-    _check_fallbacks(resources.models, owners, problems)
     tenants = {}
     for tenant in sorted(resources.tenants, key=lambda t: t.tenant_id):
         tenants[tenant.tenant_id] = _tenant_policy(tenant, owners, problems)
     api_keys = _api_keys(resources, problems)
-    if problems:
-        raise CompileError(problems)
-    return GatewayConfig(models=models, aliases=aliases, tenants=tenants, api_keys=api_keys)
+    config = GatewayConfig(models=models, aliases=aliases, tenants=tenants, api_keys=api_keys)
+    return config, problems
 
 
-def _check_unique_objects(resources: Resources, problems: list[Problem]) -> None:
+def _unique_objects(resources: Resources, problems: list[Problem]) -> Resources:
+    """The first definition of each object (files may hold two; the API server cannot)."""
     seen: set[str] = set()
-    for obj in [*resources.models, *resources.tenants]:
+
+    def first(obj: Resource) -> bool:
         if obj.ref in seen:
             problems.append(Problem(obj.ref, "metadata.name", "defined more than once"))
+            return False
         seen.add(obj.ref)
+        return True
+
+    return dataclasses.replace(
+        resources,
+        models=[md for md in resources.models if first(md)],
+        tenants=[t for t in resources.tenants if first(t)],
+    )
 
 
 def _check_unique_oidc(tenants: Iterable[Tenant], problems: list[Problem]) -> None:
@@ -103,7 +179,8 @@ def _check_unique_oidc(tenants: Iterable[Tenant], problems: list[Problem]) -> No
     be one tenant's or another's by a header, and a tenant naming another's issuer with its
     own jwksURL would mint tokens for it."""
     owners: dict[tuple[str, str], Tenant] = {}
-    for tenant in sorted(tenants, key=lambda t: t.tenant_id):
+    # The oldest keeps it: a new Tenant cannot push an existing one off its identity provider.
+    for tenant in sorted(tenants, key=claim_order):
         oidc = tenant.spec.auth.oidc
         if oidc is None:
             continue
@@ -120,27 +197,47 @@ def _check_unique_oidc(tenants: Iterable[Tenant], problems: list[Problem]) -> No
 
 
 def _claim_names(
-    models: Iterable[ModelDeployment], problems: list[Problem]
+    models: Iterable[ModelDeployment], incumbents: Mapping[str, str], problems: list[Problem]
 ) -> dict[str, ModelDeployment]:
-    """Every name a client may send (served names and aliases) → the model that owns it."""
+    """Every name a client may send (served names and aliases) → the model that owns it.
+
+    A name belongs to whoever holds it in the published configuration, else to the oldest
+    claimant: a new object, in any namespace, never takes over a name and its traffic. A
+    model that loses its served name is left out whole; one that loses an alias only that.
+    """
+    claims: dict[str, list[tuple[ModelDeployment, str]]] = {}
+    for md in models:
+        named = [("spec.servedName", md.served_name)]
+        named += [(f"spec.aliases[{i}]", alias) for i, alias in enumerate(md.spec.aliases)]
+        for where, name in named:
+            mine = claims.setdefault(name, [])
+            if all(other is not md for other, _ in mine):
+                mine.append((md, where))
     owners: dict[str, ModelDeployment] = {}
-    for md in sorted(models, key=lambda m: m.ref):
-        claims = [("spec.servedName", md.served_name)]
-        claims += [(f"spec.aliases[{i}]", alias) for i, alias in enumerate(md.spec.aliases)]
-        for where, name in claims:
-            other = owners.get(name)
-            if other is md:
-                continue
-            if other is not None:
-                problems.append(
-                    Problem(md.ref, where, f"model name {name!r} is already claimed by {other.ref}")
+    for name, claimants in sorted(claims.items()):
+        ordered = sorted(
+            claimants, key=lambda c: (c[0].ref != incumbents.get(name), claim_order(c[0]))
+        )
+        owner = owners[name] = ordered[0][0]
+        for md, where in ordered[1:]:
+            problems.append(
+                Problem(
+                    md.ref,
+                    where,
+                    f"model name {name!r} is already claimed by {owner.ref}",
+                    left_out="object" if where == "spec.servedName" else "field",
+                    conflict=True,
                 )
-                continue
-            owners[name] = md
+            )
     return owners
 
 
-def _model_route(md: ModelDeployment, endpoints: Mapping[str, list[str]]) -> ModelRoute:
+def _model_route(
+    md: ModelDeployment,
+    resources: Resources,
+    owners: Mapping[str, ModelDeployment],
+    fallbacks: tuple[str, ...],
+) -> ModelRoute:
     spec = md.spec
     if spec.external is not None:
         ext = spec.external
@@ -160,21 +257,30 @@ def _model_route(md: ModelDeployment, endpoints: Mapping[str, list[str]]) -> Mod
             ),
         )
     else:
-        urls = endpoints.get(md.served_name) or [
+        urls = resources.endpoints.get(md.served_name) or [
             f"http://{md.metadata.name}.{md.metadata.namespace}.svc:{LLAMACPP_PORT}/v1"
         ]
-        upstreams = tuple(Upstream(base_url=url.rstrip("/")) for url in urls)
+        server_key = (
+            CredentialRef(
+                secret=server_key_secret_name(md.metadata.name),
+                key=SERVER_KEY,
+                namespace=md.metadata.namespace,
+            )
+            if resources.model_server_keys
+            else None
+        )
+        upstreams = tuple(Upstream(base_url=url.rstrip("/"), credential=server_key) for url in urls)
     return ModelRoute(
         name=md.served_name,
         source=md.ref,
         engine=spec.engine,
-        aliases=tuple(sorted(set(spec.aliases) - {md.served_name})),
+        aliases=tuple(sorted({a for a in spec.aliases if owners.get(a) is md} - {md.served_name})),
         upstreams=upstreams,
         pricing=Pricing(
             input_per_million_usd=Decimal(spec.pricing.input_per_million),
             output_per_million_usd=Decimal(spec.pricing.output_per_million),
         ),
-        fallbacks=tuple(spec.fallbacks),
+        fallbacks=fallbacks,
         slots=spec.llamacpp.parallel if spec.llamacpp else None,
         timeouts=Timeouts(
             connect_s=parse_duration(spec.timeouts.connect),
@@ -184,29 +290,59 @@ def _model_route(md: ModelDeployment, endpoints: Mapping[str, list[str]]) -> Mod
     )
 
 
-def _check_fallbacks(
+def _fallbacks(
     models: Iterable[ModelDeployment],
     owners: Mapping[str, ModelDeployment],
     problems: list[Problem],
-) -> None:
-    graph: dict[str, list[str]] = {}
-    for md in models:
-        targets = []
+) -> dict[str, tuple[str, ...]]:
+    """Each model's usable fallbacks (by ref): a typo or a cycle drops that fallback only,
+    never the model and, with it, every Tenant that lists the model."""
+    kept: dict[str, dict[int, str]] = {}
+    for md in sorted(models, key=lambda m: m.ref):
+        if owners.get(md.served_name) is not md:
+            continue  # left out whole
+        mine = kept[md.ref] = {}
         for i, name in enumerate(md.spec.fallbacks):
             target = owners.get(name)
             if target is None:
-                problems.append(Problem(md.ref, f"spec.fallbacks[{i}]", f"unknown model {name!r}"))
+                problems.append(
+                    Problem(
+                        md.ref, f"spec.fallbacks[{i}]", f"unknown model {name!r}", left_out="field"
+                    )
+                )
             elif target is md:
                 problems.append(
-                    Problem(md.ref, f"spec.fallbacks[{i}]", "a model cannot fall back to itself")
+                    Problem(
+                        md.ref,
+                        f"spec.fallbacks[{i}]",
+                        "a model cannot fall back to itself",
+                        left_out="field",
+                    )
                 )
             else:
-                targets.append(target.served_name)
-        graph[md.served_name] = targets
-    cycle = _find_cycle(graph)
-    if cycle:
-        md = owners[cycle[0]]
-        problems.append(Problem(md.ref, "spec.fallbacks", "fallback cycle: " + " → ".join(cycle)))
+                mine[i] = name
+    while True:
+        graph = {
+            md.served_name: [owners[name].served_name for name in kept[md.ref].values()]
+            for md in models
+            if md.ref in kept
+        }
+        cycle = _find_cycle(graph)
+        if not cycle:
+            break
+        # The edge that closes the cycle goes, and the cycle with it.
+        md, closing = owners[cycle[-2]], cycle[-1]
+        i = next(i for i, name in kept[md.ref].items() if owners[name].served_name == closing)
+        del kept[md.ref][i]
+        problems.append(
+            Problem(
+                md.ref,
+                f"spec.fallbacks[{i}]",
+                "fallback cycle: " + " → ".join(cycle),
+                left_out="field",
+            )
+        )
+    return {ref: tuple(names.values()) for ref, names in kept.items()}
 
 
 def _find_cycle(graph: Mapping[str, list[str]]) -> list[str] | None:
@@ -242,7 +378,11 @@ def _tenant_policy(
             continue
         md = owners.get(name)
         if md is None:
-            problems.append(Problem(tenant.ref, f"spec.models[{i}]", f"unknown model {name!r}"))
+            problems.append(
+                Problem(
+                    tenant.ref, f"spec.models[{i}]", f"unknown model {name!r}", left_out="field"
+                )
+            )
         else:
             allowed.add(md.served_name)
     spec = tenant.spec
@@ -292,6 +432,7 @@ def _rules(
                     tenant.ref,
                     f"{where}.model",
                     f"{rule.model!r} is not a model this tenant may use",
+                    left_out="field",
                 )
             )
             continue
@@ -301,7 +442,10 @@ def _rules(
             if source is None:
                 problems.append(
                     Problem(
-                        tenant.ref, f"{where}.match.model", f"unknown model {rule.match.model!r}"
+                        tenant.ref,
+                        f"{where}.match.model",
+                        f"unknown model {rule.match.model!r}",
+                        left_out="field",
                     )
                 )
                 continue
@@ -335,6 +479,7 @@ def _api_keys(resources: Resources, problems: list[Problem]) -> dict[str, ApiKey
                         tenant.ref,
                         f"spec.apiKeys[{i}]",
                         f"key {key.name!r} has the same secret as {other.tenant}/{other.name}",
+                        left_out="field",
                     )
                 )
                 continue

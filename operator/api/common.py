@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 from decimal import Decimal
 from typing import Annotated, Any
@@ -73,6 +74,8 @@ class ObjectMeta(BaseModel):
 
     name: Annotated[str, Field(pattern=DNS_SUBDOMAIN, max_length=253)]
     namespace: str = "default"
+    creation_timestamp: datetime.datetime | None = Field(None, alias="creationTimestamp")
+    """Set by the API server; who claimed a model name first (absent in YAML files)."""
     generation: int | None = None
     uid: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)

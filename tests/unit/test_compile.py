@@ -7,7 +7,14 @@ import pytest
 
 from llmrouter.gateway.config import hash_api_key
 from llmrouter.operator.api import ModelDeployment, Tenant
-from llmrouter.operator.compile import CompileError, Resources, compile_config
+from llmrouter.operator.compile import (
+    CompileError,
+    Resources,
+    compile_config,
+    compile_resources,
+    incumbents,
+)
+from llmrouter.operator.names import server_key_secret_name
 
 
 def md(name: str, namespace: str = "default", **spec: Any) -> ModelDeployment:
@@ -120,7 +127,7 @@ def test_fallback_cycle_is_rejected() -> None:
             models=[md("a", fallbacks=["b"]), md("b", fallbacks=["c"]), md("c", fallbacks=["a"])]
         )
     )
-    assert found == ["ModelDeployment default/a: spec.fallbacks: fallback cycle: a → b → c → a"]
+    assert found == ["ModelDeployment default/c: spec.fallbacks[0]: fallback cycle: a → b → c → a"]
 
 
 def test_fallback_to_itself_or_unknown_is_rejected() -> None:
@@ -187,3 +194,128 @@ def test_two_tenants_sharing_an_oidc_issuer_and_audience_are_rejected() -> None:
         "Tenant default/zeta: spec.auth.oidc: issuer 'https://idp.example' with audience "
         "'llmrouter' is already Tenant default/acme's"
     ]
+
+
+def aged(obj: ModelDeployment, created: str) -> ModelDeployment:
+    """``obj`` as the API server returns it, with its creation time."""
+    data = obj.model_dump(by_alias=True, exclude_none=True)
+    data["metadata"]["creationTimestamp"] = created
+    return ModelDeployment.model_validate(data)
+
+
+def test_a_newer_object_in_another_namespace_cannot_take_a_served_name() -> None:
+    victim = aged(md("gpt-4o", namespace="team"), "2026-01-01T00:00:00Z")
+    # Sorts first by namespace/name, which once decided who owned the name.
+    thief = aged(md("aaa", namespace="attacker", servedName="gpt-4o"), "2026-02-01T00:00:00Z")
+    config, found = compile_resources(Resources(models=[thief, victim]))
+    assert config.models["gpt-4o"].source == "ModelDeployment team/gpt-4o"
+    assert list(config.models) == ["gpt-4o"]
+    [problem] = found
+    assert problem.ref == "ModelDeployment attacker/aaa" and problem.conflict
+    assert problem.left_out == "object"
+    assert "already claimed by ModelDeployment team/gpt-4o" in problem.message
+
+
+def test_a_newer_alias_claim_loses_the_alias_only() -> None:
+    victim = aged(md("fast-one", aliases=["fast"]), "2026-01-01T00:00:00Z")
+    newcomer = aged(md("a-new", aliases=["fast", "quick"]), "2026-03-01T00:00:00Z")
+    config, found = compile_resources(Resources(models=[victim, newcomer]))
+    assert config.aliases == {"fast": "fast-one", "quick": "a-new"}
+    assert config.models["a-new"].aliases == ("quick",)
+    assert [(p.ref, p.field, p.left_out, p.conflict) for p in found] == [
+        ("ModelDeployment default/a-new", "spec.aliases[0]", "field", True)
+    ]
+
+
+def test_a_name_in_the_published_configuration_stays_with_its_holder() -> None:
+    # An old, dormant object that later claims a served alias does not take it over.
+    holder = aged(md("new-holder", aliases=["fast"]), "2026-03-01T00:00:00Z")
+    dormant = aged(md("dormant", aliases=["fast"]), "2026-01-01T00:00:00Z")
+    before = compile_config(Resources(models=[holder]))
+    config, found = compile_resources(
+        Resources(models=[holder, dormant], incumbents=incumbents(before))
+    )
+    assert config.aliases["fast"] == "new-holder"
+    assert [p.ref for p in found] == ["ModelDeployment default/dormant"]
+    # Without a holder, the oldest claimant wins.
+    config, _ = compile_resources(Resources(models=[holder, dormant]))
+    assert config.aliases["fast"] == "dormant"
+
+
+def test_a_fallback_typo_drops_the_fallback_not_the_model_nor_its_tenants() -> None:
+    digest = hash_api_key("a-key-of-the-tenant-1234")
+    config, found = compile_resources(
+        Resources(
+            models=[md("a", fallbacks=["typo", "b"]), md("b")],
+            tenants=[tenant("acme", ["a"], [{"name": "k"}])],
+            api_key_hashes={("default/acme", "k"): digest},
+        )
+    )
+    assert config.models["a"].fallbacks == ("b",)
+    assert config.tenants["default/acme"].models == frozenset({"a"})
+    assert config.api_keys[digest].tenant == "default/acme"
+    assert [str(p) for p in found] == [
+        "ModelDeployment default/a: spec.fallbacks[0]: unknown model 'typo'"
+    ]
+
+
+def test_a_tenant_naming_an_unknown_model_keeps_its_other_models_and_keys() -> None:
+    digest = hash_api_key("a-key-of-the-tenant-1234")
+    config, found = compile_resources(
+        Resources(
+            models=[md("a")],
+            tenants=[tenant("acme", ["nope", "a"], [{"name": "k"}]), tenant("other", ["a"])],
+            api_key_hashes={("default/acme", "k"): digest},
+        )
+    )
+    assert config.tenants["default/acme"].models == frozenset({"a"})
+    assert config.api_keys[digest].name == "k"
+    assert "default/other" in config.tenants
+    assert [(str(p), p.left_out) for p in found] == [
+        ("Tenant default/acme: spec.models[0]: unknown model 'nope'", "field")
+    ]
+
+
+def test_a_model_left_out_whole_frees_its_aliases_for_others() -> None:
+    old = aged(md("m"), "2026-01-01T00:00:00Z")
+    # Loses its served name, so it is left out whole; its alias then goes to the next one.
+    loser = aged(md("x", servedName="m", aliases=["shared"]), "2026-02-01T00:00:00Z")
+    other = aged(md("y", aliases=["shared"]), "2026-03-01T00:00:00Z")
+    config, found = compile_resources(Resources(models=[old, loser, other]))
+    assert config.aliases == {"shared": "y"}
+    assert [(p.ref, p.field) for p in found] == [("ModelDeployment default/x", "spec.servedName")]
+
+
+def test_llamacpp_servers_get_the_gateway_key_in_a_cluster_only() -> None:
+    local = md(
+        "tiny", namespace="ml", external=None, llamacpp={"model": {"url": "https://e.com/m.gguf"}}
+    )
+    assert compile_config(Resources(models=[local])).models["tiny"].upstreams[0].credential is None
+    config = compile_config(Resources(models=[local], model_server_keys=True))
+    credential = config.models["tiny"].upstreams[0].credential
+    assert credential is not None
+    assert (credential.namespace, credential.key) == ("ml", "apiKey")
+    assert credential.secret == server_key_secret_name("tiny")
+
+
+def test_an_oidc_issuer_stays_with_the_older_tenant() -> None:
+    def with_oidc(name: str, created: str) -> Tenant:
+        return Tenant.model_validate(
+            {
+                "apiVersion": "llmrouter.io/v1alpha1",
+                "kind": "Tenant",
+                "metadata": {"name": name, "creationTimestamp": created},
+                "spec": {
+                    "models": ["*"],
+                    "auth": {"oidc": {"issuer": "https://idp.example", "audience": "app"}},
+                },
+            }
+        )
+
+    victim, rogue = (
+        with_oidc("victim", "2026-01-01T00:00:00Z"),
+        with_oidc("a", "2026-02-01T00:00:00Z"),
+    )
+    config, found = compile_resources(Resources(tenants=[rogue, victim]))
+    assert list(config.tenants) == ["default/victim"]
+    assert [p.ref for p in found] == ["Tenant default/a"]
