@@ -1,7 +1,7 @@
 .PHONY: run test bench crds
 
 run:  ## build what is missing, start llama-server and the gateway on examples/
-	MODEL="$(MODEL)" hack/quickstart.sh
+	MODEL="$(MODEL)" SMOKE="$(SMOKE)" hack/quickstart.sh
 
 test:  ## lint, type-check and run every test
 	hack/test.sh

@@ -2,6 +2,7 @@
 # The Quickstart: a real llama-server with a model, and the gateway on examples/ in front.
 #   MODEL=/path/to/model.gguf   serve that model instead of the generated tiny one
 #   PORT=8000 LLAMA_PORT=8081   where the gateway and llama-server listen
+#   SMOKE=1                     only check that it works: one chat request, then stop
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Keep the current directory off sys.path: its `operator` folder would shadow the stdlib.
@@ -78,6 +79,13 @@ llmrouter is serving examples/ on http://127.0.0.1:$port (tenant acme, key ci-bo
 
 Logs: $work/gateway.log, $work/llama-server.log. Ctrl-C stops both.
 EOF2
+if [ -n "${SMOKE:-}" ]; then
+  curl -fsS "http://127.0.0.1:$port/v1/chat/completions" \
+    -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \
+    -d '{"model": "chat", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 8}'
+  echo
+  exit 0
+fi
 tail -f "$work/gateway.log" &
 pids+=($!)
 wait -n "${pids[0]}" "${pids[1]}"
