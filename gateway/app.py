@@ -79,7 +79,7 @@ def create_app(
     app[CACHE] = (
         RedisCache(settings.state_url)
         if settings.state_url
-        else MemoryCache(settings.cache_max_entries)
+        else MemoryCache(settings.cache_memory_bytes)
     )
     _report_state(app)
     app[METRICS].live_gauge(

@@ -53,11 +53,29 @@ class ResponseCache(Protocol):
 
 
 class MemoryCache:
-    """Least recently used entries first out, past ``max_entries``."""
+    """Least recently used entries first out, past ``max_bytes`` of keys and values.
 
-    def __init__(self, max_entries: int = 10_000) -> None:
-        self._max = max_entries
+    Bounded in bytes, not entries: entries run from a few bytes to the largest cacheable
+    response (``cache_max_bytes``), so a count bounds nothing the host can plan for."""
+
+    ENTRY_OVERHEAD = 200
+    """Bytes an entry costs besides its key and value (dict slot, tuple, bytes headers)."""
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def _cost(self, key: str, value: bytes) -> int:
+        return len(key) + len(value) + self.ENTRY_OVERHEAD
+
+    def _drop(self, key: str) -> None:
+        _, value = self._entries.pop(key)
+        self._bytes -= self._cost(key, value)
 
     async def get(self, key: str) -> bytes | None:
         found = self._entries.get(key)
@@ -65,19 +83,25 @@ class MemoryCache:
             return None
         expires_at, value = found
         if expires_at <= time.monotonic():
-            del self._entries[key]
+            self._drop(key)
             return None
         self._entries.move_to_end(key)
         return value
 
     async def put(self, key: str, value: bytes, ttl_s: float) -> None:
+        cost = self._cost(key, value)
+        if cost > self._max_bytes:
+            return
+        if key in self._entries:
+            self._drop(key)
         self._entries[key] = (time.monotonic() + ttl_s, value)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
+        self._bytes += cost
+        while self._bytes > self._max_bytes:
+            self._drop(next(iter(self._entries)))
 
     async def close(self) -> None:
         self._entries.clear()
+        self._bytes = 0
 
 
 class RedisCache:

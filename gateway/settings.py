@@ -62,8 +62,9 @@ class GatewaySettings:
     cache_ttl_s: float = 300.0
     """How long a cached response is served; 0 turns the response cache off."""
 
-    cache_max_entries: int = 10_000
-    """Entries the in-memory cache keeps (with Redis state, the cache is in Redis)."""
+    cache_memory_bytes: int = 64 * 1024 * 1024
+    """Bytes of responses (and their keys) the in-memory cache keeps, least recently used
+    out first; with Redis state the cache is in Redis, bounded by Redis's maxmemory."""
 
     cache_max_bytes: int = 1024 * 1024
     """Larger responses are not cached."""

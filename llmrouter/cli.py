@@ -75,6 +75,16 @@ def _max_in_flight(text: str) -> int:
     return count
 
 
+def _bytes(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number of bytes (0 or more)")
+    return value
+
+
 def _positive(text: str) -> float:
     try:
         value = float(text)
@@ -133,6 +143,14 @@ def _gateway_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024)
     parser.add_argument("--access-log", action="store_true", help="log one line per request")
+    parser.add_argument(
+        "--cache-memory-bytes",
+        type=_bytes,
+        default=64 * 1024 * 1024,
+        metavar="BYTES",
+        help="bytes of responses the in-memory response cache keeps (default: 64 MiB; "
+        "with --state the cache is in Redis)",
+    )
     parser.add_argument(
         "--state",
         type=_state_url,
@@ -331,6 +349,7 @@ def _settings(args: argparse.Namespace) -> GatewaySettings:
         host=args.host,
         port=args.port,
         metrics_port=args.metrics_port,
+        cache_memory_bytes=args.cache_memory_bytes,
         max_body_bytes=args.max_body_bytes,
         access_log=args.access_log,
         state_url=args.state,

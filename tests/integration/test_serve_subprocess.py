@@ -143,6 +143,7 @@ def test_invalid_config_at_startup_is_a_clear_error(tmp_path: Path) -> None:
         (["serve", "-f", "examples", "--endpoint", "nourl"], "expected MODEL=URL"),
         (["serve", "-f", "examples", "--reload-interval", "-1"], "greater than zero"),
         (["serve", "-f", "examples", "--port", "9100", "--metrics-port", "9100"], "must differ"),
+        (["serve", "-f", "examples", "--cache-memory-bytes", "-1"], "a number of bytes"),
         (["serve"], "the following arguments are required: -f/--filename"),
     ],
 )
