@@ -9,6 +9,7 @@ import base64
 from typing import Any
 
 from llmrouter.gateway.config import GatewayConfig
+from llmrouter.gateway.settings import GatewaySettings
 from llmrouter.operator.api.modeldeployment import ModelDeployment
 from llmrouter.operator.compile import LLAMACPP_PORT
 from llmrouter.operator.settings import OperatorSettings
@@ -243,6 +244,8 @@ def render_gateway_deployment(settings: OperatorSettings) -> dict[str, Any]:
         args += ["--state", settings.gateway_state_url]
         if settings.gateway_workers > 1:
             args += ["--workers", str(settings.gateway_workers)]
+    if settings.gateway_max_in_flight != GatewaySettings.max_in_flight:
+        args += ["--max-in-flight", str(settings.gateway_max_in_flight)]
     probe = {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5}
     return {
         "apiVersion": "apps/v1",
@@ -264,6 +267,8 @@ def render_gateway_deployment(settings: OperatorSettings) -> dict[str, Any]:
                 "metadata": {"labels": gateway_labels()},
                 "spec": {
                     "serviceAccountName": settings.gateway_service_account,
+                    # A pod being replaced drains (--drain-timeout): no SIGKILL before that.
+                    "terminationGracePeriodSeconds": int(GatewaySettings.drain_timeout_s) + 5,
                     "containers": [
                         {
                             "name": "gateway",

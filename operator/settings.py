@@ -44,6 +44,11 @@ class OperatorSettings:
     """Worker processes in each gateway pod (one per CPU it may use); more than one only
     with a state URL, since workers share their limits through it."""
 
+    gateway_max_in_flight: int = field(
+        default_factory=lambda: int(os.environ.get("LLMROUTER_GATEWAY_MAX_IN_FLIGHT", "1000"))
+    )
+    """Requests each gateway process serves at once (its --max-in-flight)."""
+
     gateway_service_account: str = field(
         default_factory=lambda: os.environ.get(
             "LLMROUTER_GATEWAY_SERVICE_ACCOUNT", "llmrouter-gateway"

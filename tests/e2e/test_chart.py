@@ -35,3 +35,18 @@ def test_gateway_workers_must_be_a_number_of_processes() -> None:
     with pytest.raises(subprocess.CalledProcessError) as err:
         helm_template("gw", "gateway.workers=many")
     assert "gateway.workers: many is not a number of processes (1 or more)" in err.value.stderr
+
+
+def test_gateway_max_in_flight_reaches_the_operator() -> None:
+    env = operator_env(helm_template("gw", "gateway.maxInFlight=64"))
+    assert env["LLMROUTER_GATEWAY_MAX_IN_FLIGHT"] == "64"
+    assert operator_env(helm_template("gw"))["LLMROUTER_GATEWAY_MAX_IN_FLIGHT"] == "1000"
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "many"])
+def test_gateway_max_in_flight_must_be_a_number_of_requests(value: str) -> None:
+    with pytest.raises(subprocess.CalledProcessError) as err:
+        helm_template("gw", f"gateway.maxInFlight={value}")
+    assert f"gateway.maxInFlight: {value} is not a number of requests (1 or more)" in (
+        err.value.stderr
+    )
