@@ -6,20 +6,15 @@ and HS256-signed-with-the-public-key confusion are refused before any key is use
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
 from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
 import jwt
 
 from llmrouter.gateway.auth import Identity
 from llmrouter.gateway.config import GatewayConfig, OIDCProvider, TenantPolicy
 from llmrouter.gateway.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
-
-logger = logging.getLogger(__name__)
+from llmrouter.gateway.jwks import JWKSCache as JWKSCache
 
 ALGORITHMS = ("RS256", "ES256")
 ROLE_RANK = {"admin": 4, "developer": 3, "analyst": 2, "user": 1}
@@ -29,82 +24,6 @@ TENANT_HEADER = "x-llmrouter-tenant"
 
 def looks_like_jwt(token: str) -> bool:
     return token.startswith("eyJ") and token.count(".") == 2
-
-
-class JWKSCache:
-    """Signing keys per JWKS URL: fetched on first use, refetched when an unknown key id
-    appears (rotation) at most every ``min_refresh_s``, and after ``max_age_s``."""
-
-    def __init__(
-        self, session: aiohttp.ClientSession, max_age_s: float = 600, min_refresh_s: float = 10
-    ) -> None:
-        self._session = session
-        self._max_age_s = max_age_s
-        self._min_refresh_s = min_refresh_s
-        self._keys: dict[str, tuple[float, list[dict[str, Any]]]] = {}
-        self._jwks_urls: dict[str, str] = {}
-        self._lock = asyncio.Lock()
-
-    async def key(self, provider: OIDCProvider, kid: str | None, alg: str) -> jwt.PyJWK:
-        url = provider.jwks_url or await self._discover(provider.issuer)
-        fetched_at, keys = self._keys.get(url, (0.0, []))
-        age = time.monotonic() - fetched_at
-        found = _select(keys, kid)
-        if (found is None and age > self._min_refresh_s) or age > self._max_age_s:
-            keys = await self._fetch(url, fetched_at)
-            found = _select(keys, kid)
-        if found is None:
-            raise AuthenticationFailed("token signed by an unknown key", code="invalid_token")
-        if found.get("alg", alg) != alg:
-            raise AuthenticationFailed("token algorithm not accepted", code="invalid_token")
-        try:
-            return jwt.PyJWK(found, algorithm=alg)
-        except (jwt.PyJWKError, jwt.InvalidKeyError) as exc:
-            raise AuthenticationFailed(
-                "token algorithm not accepted", code="invalid_token"
-            ) from exc
-
-    async def _get_json(self, url: str) -> Any:
-        try:
-            async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
-                resp.raise_for_status()
-                return await resp.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            logger.error("cannot fetch %s: %r", url, exc)
-            raise AuthenticationFailed(
-                "token issuer's keys are unavailable", code="invalid_token"
-            ) from exc
-
-    async def _discover(self, issuer: str) -> str:
-        if issuer not in self._jwks_urls:
-            doc = await self._get_json(f"{issuer}/.well-known/openid-configuration")
-            if not isinstance(doc, dict) or not isinstance(doc.get("jwks_uri"), str):
-                raise AuthenticationFailed(
-                    "token issuer's keys are unavailable", code="invalid_token"
-                )
-            self._jwks_urls[issuer] = doc["jwks_uri"]
-        return self._jwks_urls[issuer]
-
-    async def _fetch(self, url: str, seen_at: float) -> list[dict[str, Any]]:
-        async with self._lock:
-            fetched_at, keys = self._keys.get(url, (0.0, []))
-            if fetched_at > seen_at:  # another request fetched them while this one waited
-                return keys
-            doc = await self._get_json(url)
-            keys = [
-                k
-                for k in (doc.get("keys") if isinstance(doc, dict) else None) or []
-                if isinstance(k, dict)
-            ]
-            self._keys[url] = (time.monotonic(), keys)
-            logger.info("fetched %d signing keys from %s", len(keys), url)
-            return keys
-
-
-def _select(keys: list[dict[str, Any]], kid: str | None) -> dict[str, Any] | None:
-    if kid is None:
-        return keys[0] if len(keys) == 1 else None
-    return next((k for k in keys if k.get("kid") == kid), None)
 
 
 def _role(provider: OIDCProvider, claims: Mapping[str, Any]) -> str | None:

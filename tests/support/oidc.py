@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -31,7 +32,10 @@ class Issuer:
     discovery_fetches: int = 0
     down: bool = False
     """Answer 503 to everything, as an IdP in an outage."""
-    jwks_path: str = "/jwks"
+    jwks_uri: str = ""
+    """What the discovery document names; empty for this issuer's own /jwks."""
+    delay_s: float = 0.0
+    """Pause before answering for keys, as a slow IdP."""
 
     def publish(self, kid: str, key: Any) -> None:
         algorithm = RSAAlgorithm if isinstance(key, rsa.RSAPrivateKey) else ECAlgorithm
@@ -44,18 +48,19 @@ class Issuer:
             if self.down:
                 return web.json_response({}, status=503)
             return web.json_response(
-                {"issuer": self.url, "jwks_uri": f"{self.url}{self.jwks_path}"}
+                {"issuer": self.url, "jwks_uri": self.jwks_uri or f"{self.url}/jwks"}
             )
 
         async def jwks(_: web.Request) -> web.Response:
             self.jwks_fetches += 1
+            await asyncio.sleep(self.delay_s)
             if self.down:
                 return web.json_response({}, status=503)
             return web.json_response({"keys": list(self.keys.values())})
 
         app = web.Application()
         app.router.add_get("/.well-known/openid-configuration", discovery)
-        app.router.add_get("/{path:jwks.*}", jwks)
+        app.router.add_get("/jwks", jwks)
         return app
 
     def token(
