@@ -34,9 +34,9 @@ class LimitExceeded(GatewayError):
     code = "rate_limit_exceeded"
 
 
-LEASE_MARGIN_S = 30.0
-"""How long a slot or reservation outlives the longest its request may run, for the
-accounting after the answer."""
+LEASE_MARGIN_S = 5.0
+"""How long a slot or reservation outlives the longest its request may run (the model's
+``total`` timeout, which bounds streams too): time for the accounting after the answer."""
 
 _MILLION = Decimal(1_000_000)
 

@@ -93,6 +93,7 @@ def create_app(
     app.cleanup_ctx.append(_poll_endpoints)
     if settings.metrics_port is not None:
         app.cleanup_ctx.append(metrics_listener(app[METRICS], settings.host, settings.metrics_port))
+    app.on_startup.append(_start_state)
     app.on_cleanup.append(_close_state)
     return app
 
@@ -129,7 +130,10 @@ async def _poll_endpoints(app: web.Application) -> AsyncIterator[None]:
             if app[STORE].ready:
                 app[ENDPOINTS].sync(app[STORE].current)
             pollable = [e for e in app[ENDPOINTS].all() if e.pollable]
-            await asyncio.gather(*(poll_once(app[HTTP_SESSION], e) for e in pollable))
+            table, credentials = app[ENDPOINTS], app[CREDENTIALS]
+            await asyncio.gather(
+                *(poll_once(app[HTTP_SESSION], e, table.secret(e, credentials)) for e in pollable)
+            )
             await asyncio.sleep(app[SETTINGS].poll_interval_s)
 
     task = asyncio.create_task(loop())
@@ -137,6 +141,12 @@ async def _poll_endpoints(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def _start_state(app: web.Application) -> None:
+    state = app[STATE]
+    if isinstance(state, ResilientStore):
+        await state.start()
 
 
 async def _close_state(app: web.Application) -> None:

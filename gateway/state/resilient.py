@@ -63,6 +63,11 @@ class ResilientStore:
                 len(self._pending),
             )
 
+    async def start(self) -> None:
+        """Replay what a previous process left, without waiting for a request."""
+        if self._pending:
+            self._start_recovery()
+
     @property
     def available(self) -> bool:
         return self._down_since is None and not self._pending

@@ -28,6 +28,8 @@ class Behaviour:
     retry_after: str | None = None
     fail_ratio: float = 0.0
     """Share of requests answered with 500, drawn from a seeded generator."""
+    usage: bool = True
+    """Report usage; False is a server that never does (whatever include_usage says)."""
 
 
 @dataclass
@@ -58,6 +60,18 @@ class FakeUpstream:
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_get("/health", self._health)
         return app
+
+    def _usage(self, prompt: int, completion: int) -> dict[str, Any]:
+        if not self.behaviour.usage:
+            return {}
+        total = prompt + completion
+        return {
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": total,
+            }
+        }
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -102,7 +116,7 @@ class FakeUpstream:
                         "message": {"role": "assistant", "content": "hello from upstream"},
                     }
                 ],
-                "usage": {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12},
+                **self._usage(7, 5),
             }
         )
 
@@ -121,7 +135,7 @@ class FakeUpstream:
                 "choices": [
                     {"index": 0, "text": "once upon", "finish_reason": "length", "logprobs": None}
                 ],
-                "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+                **self._usage(3, 2),
             }
         )
 
@@ -176,7 +190,7 @@ class FakeUpstream:
                 "choices": [choice],
             }
             await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
-        if (body.get("stream_options") or {}).get("include_usage"):
+        if b.usage and (body.get("stream_options") or {}).get("include_usage"):
             usage = {
                 "id": "fake",
                 "object": "chat.completion.chunk",
