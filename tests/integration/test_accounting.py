@@ -82,6 +82,14 @@ spec:
 ---
 apiVersion: llmrouter.io/v1alpha1
 kind: Tenant
+metadata: {name: careful}
+spec:
+  models: [local]
+  stateOutagePolicy: FailClosed
+  apiKeys: [{name: dev, role: developer}]
+---
+apiVersion: llmrouter.io/v1alpha1
+kind: Tenant
 metadata: {name: alerted}
 spec:
   models: [local]
@@ -90,7 +98,7 @@ spec:
 """
 KEYS = {
     tenant: f"llmr_{tenant}_dev_key_{'0' * (24 - len(tenant))}"
-    for tenant in ("budgeted", "tokens", "narrow", "wide", "alerted")
+    for tenant in ("budgeted", "tokens", "narrow", "wide", "careful", "alerted")
 }
 BODY = {"model": "local", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
 COST = Decimal("0.01")
@@ -425,6 +433,18 @@ def test_a_tenant_over_budget_stays_blocked_through_an_outage(
         refused = httpx.post(f"{a.url}/v1/chat/completions", json=BODY, headers=auth("budgeted"))
         assert refused.status_code == 429
         assert refused.json()["error"]["code"] == "budget_exceeded"
+
+
+def test_a_tenant_may_ask_to_fail_closed_for_itself(
+    files: tuple[Path, Path], upstream: FakeUpstream, durable_redis: RedisServer, tmp_path: Path
+) -> None:
+    with gateway(files, upstream, durable_redis.url, tmp_path / "a.log") as a:
+        durable_redis.stop()
+        chat = f"{a.url}/v1/chat/completions"
+        refused = httpx.post(chat, json=BODY, headers=auth("careful"))
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "state_unavailable"
+        assert httpx.post(chat, json=BODY, headers=auth("wide")).status_code == 200
 
 
 def test_a_read_only_redis_is_an_outage_not_an_error(
