@@ -72,7 +72,7 @@ class Journal:
         self._adopted: list[Path] = []
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
-            self.path: Path | None = folder / f"usage-{os.getpid()}.jsonl"
+            self.path: Path | None = folder / f"usage-{os.getpid()}-{os.urandom(4).hex()}.jsonl"
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         else:

@@ -7,6 +7,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
 
+import hiredis
 import pytest
 
 from llmrouter.gateway.state.resp import (
@@ -15,6 +16,7 @@ from llmrouter.gateway.state.resp import (
     RedisReplyError,
     RedisUnavailable,
     encode,
+    reply_error,
 )
 from tests.support.redis_server import RedisServer
 from tests.support.serve import free_port
@@ -155,3 +157,20 @@ async def test_password_and_database_from_the_url(password_redis: RedisServer) -
     with pytest.raises(RedisUnavailable, match=r"WRONGPASS|invalid"):
         await wrong.execute("PING")
     await wrong.close()
+
+
+async def test_replies_of_a_redis_that_cannot_serve_now_are_outages(
+    client: PipelinedRedis,
+) -> None:
+    # A real read-only replica (of nothing) answers every write with READONLY.
+    await client.execute("REPLICAOF", "127.0.0.1", "1")
+    try:
+        with pytest.raises(RedisUnavailable, match="READONLY"):
+            await client.execute("SET", "k", "v")
+    finally:
+        await client.execute("REPLICAOF", "NO", "ONE")
+    await client.execute("SET", "k", "v")  # the same connection serves again
+    # The others cannot be provoked cheaply; they are told apart the same way.
+    for text in ("LOADING Redis is loading the dataset in memory", "BUSY Redis is busy", "OOM x"):
+        assert isinstance(reply_error(hiredis.ReplyError(text)), RedisUnavailable)
+    assert isinstance(reply_error(hiredis.ReplyError("WRONGTYPE x")), RedisReplyError)
