@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Debian packages the tests run for real: redis-server. Installs only what is missing.
+# Debian packages the tests run for real: redis-server, prometheus (with promtool, which
+# checks and unit-tests the generated SLO rules). Installs only what is missing.
 set -euo pipefail
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
+command -v promtool >/dev/null || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}" >&2
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
