@@ -61,7 +61,7 @@ def create_app(
     """The gateway. ``state`` overrides the store ``settings.state_url`` would open."""
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[middleware.errors, middleware.shedding, middleware.authentication],
+        middlewares=[middleware.shedding, middleware.errors, middleware.authentication],
     )
     app[SETTINGS] = settings
     app[STORE] = store

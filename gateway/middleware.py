@@ -1,8 +1,9 @@
-"""Middlewares, one concern each. Order (outermost first): errors → shedding →
+"""Middlewares, one concern each. Order (outermost first): shedding → errors →
 authentication."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -95,22 +96,33 @@ async def shedding(request: web.Request, handler: Handler) -> web.StreamResponse
     """Past the cap on requests in flight, refuse at once: under overload a queue only
     grows until every client times out, while a quick 503 lets a client go elsewhere and
     keeps the requests already admitted fast. Probes are never refused: a full process is
-    alive and ready."""
+    alive and ready. Outermost, and answering without an exception: a refusal must cost
+    far less than a request, or refusing would itself take the capacity it protects."""
     if request.path in _PROBES:
         return await handler(request)
     load = request.app[LOAD]
     if load.in_flight >= load.max_in_flight:
         request.app[METRICS].overloaded.inc()
-        raise Overloaded(
-            f"the gateway is at its limit of {load.max_in_flight} requests in flight;"
-            " retry shortly",
-            headers={"Retry-After": "1"},
+        return web.Response(
+            status=Overloaded.status,
+            body=_overloaded_body(load.max_in_flight),
+            content_type="application/json",
+            headers=_RETRY_AFTER,
         )
     load.in_flight += 1
     try:
         return await handler(request)
     finally:
         load.in_flight -= 1
+
+
+_RETRY_AFTER = {"Retry-After": "1"}
+
+
+@functools.cache
+def _overloaded_body(limit: int) -> bytes:
+    message = f"the gateway is at its limit of {limit} requests in flight; retry shortly"
+    return orjson.dumps(Overloaded(message).body())
 
 
 async def close_when_draining(request: web.Request, response: web.StreamResponse) -> None:
