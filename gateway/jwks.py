@@ -60,8 +60,10 @@ class JWKSCache:
         min_refresh_s: float = 10,
         max_stale_s: float = 3600,
         max_backoff_s: float = 300,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._session = session
+        self._clock = clock
         self._max_age_s = max_age_s
         self._min_refresh_s = min_refresh_s
         self._max_stale_s = max_stale_s
@@ -72,7 +74,7 @@ class JWKSCache:
     async def key(self, provider: OIDCProvider, kid: str | None, alg: str) -> jwt.PyJWK:
         url = provider.jwks_url or await self._jwks_url(provider.issuer)
         record = self._keys.setdefault(url, _Record())
-        now = time.monotonic()
+        now = self._clock()
         found = _select(record.value or [], kid)
         old = now - record.fetched_at > self._max_age_s
         # An unknown key id may be a rotation: refetch, but at most every min_refresh_s,
@@ -81,7 +83,7 @@ class JWKSCache:
         if old or unknown:
             await self._refresh(record, url, _parse_jwks)
             found = _select(record.value or [], kid)
-        if record.value is None or time.monotonic() - record.fetched_at > self._max_stale_s:
+        if record.value is None or self._clock() - record.fetched_at > self._max_stale_s:
             raise unavailable()
         if found is None:
             raise AuthenticationFailed("token signed by an unknown key", code="invalid_token")
@@ -96,7 +98,7 @@ class JWKSCache:
 
     async def _jwks_url(self, issuer: str) -> str:
         record = self._discovered.setdefault(issuer, _Record())
-        if time.monotonic() - record.fetched_at > self._max_age_s:
+        if self._clock() - record.fetched_at > self._max_age_s:
             await self._refresh(record, f"{issuer}/.well-known/openid-configuration", _parse_doc)
         if record.value is None:
             raise unavailable()
@@ -106,7 +108,7 @@ class JWKSCache:
         """Fetch ``url`` into ``record``; on failure keep what it held and back off."""
         seen = record.attempted_at
         async with record.lock:
-            now = time.monotonic()
+            now = self._clock()
             if record.attempted_at != seen or now < record.retry_at:
                 return  # fetched or failed while this request waited, or backing off
             record.attempted_at = now
@@ -115,7 +117,7 @@ class JWKSCache:
             except _FetchFailed as exc:
                 record.failures += 1
                 backoff = min(self._min_refresh_s * 2 ** (record.failures - 1), self._max_backoff_s)
-                record.retry_at = time.monotonic() + backoff
+                record.retry_at = self._clock() + backoff
                 logger.error(
                     "cannot fetch %s (%s); %s, next try in %.1f s",
                     url,
@@ -124,7 +126,7 @@ class JWKSCache:
                     backoff,
                 )
                 return
-            record.value, record.fetched_at = value, time.monotonic()
+            record.value, record.fetched_at = value, self._clock()
             record.failures, record.retry_at = 0, -math.inf
             logger.info("fetched %s", url)
 

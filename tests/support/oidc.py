@@ -34,8 +34,8 @@ class Issuer:
     """Answer 503 to everything, as an IdP in an outage."""
     jwks_uri: str = ""
     """What the discovery document names; empty for this issuer's own /jwks."""
-    delay_s: float = 0.0
-    """Pause before answering for keys, as a slow IdP."""
+    gate: asyncio.Event | None = None
+    """When set, requests for keys wait until it is: a slow IdP."""
 
     def publish(self, kid: str, key: Any) -> None:
         algorithm = RSAAlgorithm if isinstance(key, rsa.RSAPrivateKey) else ECAlgorithm
@@ -53,7 +53,8 @@ class Issuer:
 
         async def jwks(_: web.Request) -> web.Response:
             self.jwks_fetches += 1
-            await asyncio.sleep(self.delay_s)
+            if self.gate is not None:
+                await self.gate.wait()
             if self.down:
                 return web.json_response({}, status=503)
             return web.json_response({"keys": list(self.keys.values())})
