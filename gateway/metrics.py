@@ -22,9 +22,8 @@ from prometheus_client.registry import Collector
 
 from llmrouter.gateway.endpoint_table import EndpointTable
 from llmrouter.gateway.endpoints import BreakerState
+from llmrouter.gateway.sli import LATENCY_BUCKETS, counts_for_sli
 from llmrouter.gateway.usage import RequestRecord
-
-_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
 class GatewayMetrics:
@@ -51,16 +50,18 @@ class GatewayMetrics:
         )
         self.duration = Histogram(
             "llmrouter_request_duration_seconds",
-            "Time from request received to last byte sent.",
-            ["model", "endpoint"],
-            buckets=_LATENCY_BUCKETS,
+            "Time from request received to last byte sent, of requests that were not "
+            "refused or abandoned by the client (no 4xx).",
+            ["tenant", "model", "endpoint"],
+            buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.ttft = Histogram(
             "llmrouter_time_to_first_token_seconds",
-            "Time from request received to the first streamed content sent.",
-            ["model"],
-            buckets=_LATENCY_BUCKETS,
+            "Time from request received to the first streamed content sent, of requests "
+            "that were not refused or abandoned by the client (no 4xx).",
+            ["tenant", "model"],
+            buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.config_reloads = Counter(
@@ -163,9 +164,12 @@ class GatewayMetrics:
             child(self.tokens, rec.tenant, rec.model, "output").inc(rec.usage.output_tokens)
         if rec.cost_usd:
             child(self.cost, rec.tenant, rec.model).inc(float(rec.cost_usd))
-        child(self.duration, rec.model, rec.endpoint).observe(rec.duration_s)
+        if not counts_for_sli(rec.status):
+            # A client's own 4xx (or its going away) says nothing of the platform's speed.
+            return
+        child(self.duration, rec.tenant, rec.model, rec.endpoint).observe(rec.duration_s)
         if rec.ttft_s is not None:
-            child(self.ttft, rec.model).observe(rec.ttft_s)
+            child(self.ttft, rec.tenant, rec.model).observe(rec.ttft_s)
 
 
 class _LiveCollector(Collector):

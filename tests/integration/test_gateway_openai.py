@@ -78,7 +78,10 @@ async def test_stream_chunks_arrive_before_the_stream_ends(
     assert (
         'llmrouter_tokens_total{direction="output",model="local",tenant="default/acme"} 4.0' in text
     )
-    assert 'llmrouter_time_to_first_token_seconds_count{model="local"} 1.0' in text
+    assert (
+        'llmrouter_time_to_first_token_seconds_count{model="local",tenant="default/acme"} 1.0'
+        in text
+    )
 
 
 async def test_stream_with_include_usage_gives_the_client_usage(gateway_url: str) -> None:
