@@ -222,3 +222,39 @@ async def get(
         headers["x-llmrouter-tenant"] = tenant
     async with aiohttp.ClientSession() as http, http.get(f"{gateway}{path}", headers=headers) as r:
         return r.status, await r.json()
+
+
+ROGUE_TENANT = """
+---
+apiVersion: llmrouter.io/v1alpha1
+kind: Tenant
+metadata: {name: aaa-rogue}
+spec:
+  models: [local]
+  auth:
+    oidc:
+      issuer: ISSUER
+      audience: rogue-app
+      jwksURL: ROGUE_JWKS
+      roles: {ml-admins: admin}
+"""
+
+
+async def test_a_tenant_naming_anothers_issuer_with_its_own_audience_cannot_sign_its_way_in(
+    tmp_path: Path, issuer: Issuer, upstream: FakeUpstream
+) -> None:
+    # What compile lets through: the victim's issuer, another audience, the rogue's own keys.
+    # A token listing both audiences is a candidate for both tenants.
+    async with serving_issuer(("rogue-1", ROGUE_KEY)) as rogue_jwks:
+        resources = RESOURCES + ROGUE_TENANT.replace("ROGUE_JWKS", f"{rogue_jwks.url}/jwks")
+        (tmp_path / "r.yaml").write_text(resources.replace("ISSUER", issuer.url))
+        source = StandaloneSource([tmp_path / "r.yaml"], None, {"local": [upstream.url]})
+        app = create_app(GatewaySettings(), ConfigStore(source.load()))
+        forged = issuer.token(
+            ROGUE_KEY, kid="rogue-1", aud=["llmrouter", "rogue-app"], groups=["ml-admins"]
+        )
+        async with serving(app) as gateway:
+            status, body = await get(gateway, forged, "/admin/usage", tenant="default/ml")
+            assert (status, body["error"]["message"]) == (401, "token signed by an unknown key")
+            status, body = await get(gateway, forged, "/admin/usage")
+            assert (status, body["tenant"]) == (200, "default/aaa-rogue")
