@@ -45,8 +45,8 @@ async def authenticate_token(
     alg = header.get("alg")
     if alg not in ALGORITHMS:
         raise AuthenticationFailed("token algorithm not accepted", code="invalid_token")
-    issuer_claim = unverified.get("iss")
-    issuer = str(issuer_claim or "").rstrip("/")
+    iss = unverified.get("iss")
+    issuer = str(iss or "").rstrip("/")
     candidates = [t for t in config.tenants.values() if t.oidc and t.oidc.issuer == issuer]
     if not candidates:
         raise AuthenticationFailed("token issuer not accepted", code="invalid_token")
@@ -59,24 +59,31 @@ async def authenticate_token(
     # own keys must verify the token, or a tenant declaring another's issuer with its own
     # jwksURL could sign its way into the other tenant.
     wanted = headers.get(TENANT_HEADER)
-    if wanted is not None:
-        candidates = [t for t in candidates if t.id == wanted]
-        if not candidates:
-            raise PermissionDenied("your token gives you no role in this tenant")
+    named = candidates if wanted is None else [t for t in candidates if t.id == wanted]
+    # Naming a tenant the token cannot be for is refused only once the token verified:
+    # a forged token learns nothing of which tenants trust which issuer.
+    verified = await _verify_each(token, named or candidates, header.get("kid"), alg, keys, iss)
+    if not named:
+        raise PermissionDenied("your groups give you no role in this tenant")
+    return _identity(verified, headers)
+
+
+async def _verify_each(
+    token: str, tenants: list[TenantPolicy], kid: str | None, alg: str, keys: JWKSCache, iss: Any
+) -> list[tuple[TenantPolicy, Mapping[str, Any]]]:
+    """The tenants whose own keys verify the token; the first failure when none does."""
     verified: list[tuple[TenantPolicy, Mapping[str, Any]]] = []
     failure: AuthenticationFailed | None = None
-    for tenant in candidates:
+    for tenant in tenants:
         assert tenant.oidc is not None
         try:
-            claims = await _verify(token, tenant.oidc, header.get("kid"), alg, keys, issuer_claim)
+            verified.append((tenant, await _verify(token, tenant.oidc, kid, alg, keys, iss)))
         except AuthenticationFailed as exc:
             failure = failure or exc
-            continue
-        verified.append((tenant, claims))
     if not verified:
         assert failure is not None
         raise failure
-    return _identity(verified, headers)
+    return verified
 
 
 async def _verify(

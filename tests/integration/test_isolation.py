@@ -20,7 +20,7 @@ from llmrouter.gateway.settings import GatewaySettings
 from llmrouter.gateway.store import ConfigStore
 from llmrouter.standalone import StandaloneSource
 from tests.support.fake_upstream import FakeUpstream, UpstreamThread
-from tests.support.oidc import RSA_KEY, Issuer, serving_issuer
+from tests.support.oidc import ROGUE_KEY, RSA_KEY, Issuer, serving_issuer
 from tests.support.serve import serving
 
 RESOURCES = """
@@ -234,6 +234,12 @@ async def test_a_token_cannot_name_the_other_tenant(world: World) -> None:
         token = world.issuer.token(RSA_KEY, aud=me, groups=[f"{OTHER[me]}-admins"])
         answer = await world.get_with(token, "/v1/models")
         assert answer.status_code == 403
+        # A forged token is 401 whichever tenant it names: no probing who trusts the issuer.
+        forged = world.issuer.token(ROGUE_KEY, kid="rsa-1", aud=me)
+        for named in (TENANT_IDS[me], TENANT_IDS[OTHER[me]], "nobody/none"):
+            answer = await world.get_with(forged, "/v1/models", **{"x-llmrouter-tenant": named})
+            assert answer.status_code == 401, answer.text
+            assert answer.json()["error"]["message"] == "token signature invalid"
 
 
 @pytest.mark.parametrize("me", ["alpha", "beta"])
