@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from llmrouter.operator.api.common import GROUP, VERSION
 from llmrouter.operator.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
+from llmrouter.operator.api.slapolicy import SLAPolicySpec, SLAPolicyStatus
 from llmrouter.operator.api.tenant import TenantSpec, TenantStatus
 
 # Keywords pydantic emits that a structural CRD schema does not allow or does not need.
@@ -50,6 +51,22 @@ KINDS = [
         ],
     ),
     KindInfo(
+    KindInfo(
+        kind="SLAPolicy",
+        plural="slapolicies",
+        singular="slapolicy",
+        short_names=["sla", "slo"],
+        spec=SLAPolicySpec,
+        status=SLAPolicyStatus,
+        printer_columns=[
+            {"name": "Tenant", "type": "string", "jsonPath": ".spec.tenant"},
+            {"name": "Window", "type": "string", "jsonPath": ".spec.window"},
+            {"name": "Compliant", "type": "boolean", "jsonPath": ".status.compliant"},
+            {"name": "Budget", "type": "string", "jsonPath": ".status.budget"},
+            {"name": "Source", "type": "string", "jsonPath": ".status.source"},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
+    ),
         kind="Tenant",
         plural="tenants",
         singular="tenant",
