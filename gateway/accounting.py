@@ -16,6 +16,8 @@ from aiohttp import web
 
 from llmrouter.gateway.admission import Ask
 from llmrouter.gateway.config import ModelRoute
+from llmrouter.gateway.experiments.assignment import Trial
+from llmrouter.gateway.experiments.measurement import measure
 from llmrouter.gateway.keys import BUDGETS, IDENTITY, METRICS, REQUEST_ID, SETTINGS, STATE
 from llmrouter.gateway.openai_request import ModelRequest
 from llmrouter.gateway.periods import day_id, month_id
@@ -44,6 +46,7 @@ class Outcome:
     """Output tokens counted in a whole answer that came without usage."""
     cache: str | None = None
     """``hit`` or ``miss`` for a cacheable request."""
+    trial: Trial | None = None
 
 
 def charge(outcome: Outcome, ask: Ask) -> tuple[Usage, bool]:
@@ -106,6 +109,8 @@ async def account(
         stream=req.stream,
     )
     metrics.observe(record)
+    if outcome.trial is not None and outcome.trial.measured:
+        await measure(app[STATE], outcome.trial, record)
     if app[SETTINGS].access_log:
         logger.info(
             "request %s tenant=%s user=%s model=%s route=%r endpoint=%s status=%d "

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from llmrouter.gateway import middleware
 from llmrouter.gateway.admin import admin_routes
+from llmrouter.gateway.admin_experiments import experiment_routes
 from llmrouter.gateway.admission import PlanMemo
 from llmrouter.gateway.budget import BudgetMonitor
 from llmrouter.gateway.cache import MemoryCache, RedisCache
@@ -20,6 +21,7 @@ from llmrouter.gateway.config import GatewayConfig
 from llmrouter.gateway.credentials import CredentialSource, EnvCredentials
 from llmrouter.gateway.endpoint_table import EndpointTable, poll_once
 from llmrouter.gateway.endpoints import BreakerSettings
+from llmrouter.gateway.feedback import feedback_routes
 from llmrouter.gateway.handlers import routes
 from llmrouter.gateway.keys import (
     BUDGETS,
@@ -89,6 +91,8 @@ def create_app(
     )
     app.add_routes(routes)
     app.add_routes(admin_routes)
+    app.add_routes(feedback_routes)
+    app.add_routes(experiment_routes)
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_poll_endpoints)
     if settings.metrics_port is not None:

@@ -143,6 +143,60 @@ class ApiKeyEntry(_Frozen):
     limits: Limits = Limits()
 
 
+ExperimentUnit = Literal["user", "apiKey", "header", "request"]
+
+
+class ExperimentVariant(_Frozen):
+    name: str
+    model: str = Field(description="Canonical name of the model that answers.")
+    weight: int
+    overrides: dict[str, float | int] = Field(
+        default_factory=dict, description="Body parameters set for this variant."
+    )
+    system_prompt_prefix: str | None = None
+
+
+class ExperimentMetric(_Frozen):
+    name: str
+    direction: Literal["increase", "decrease"]
+    margin: float | None = Field(None, description="Guardrails: how much worse is acceptable.")
+
+
+class ExperimentAnalysis(_Frozen):
+    alpha: float = 0.05
+    srm_alpha: float = 0.001
+    min_units_per_variant: int = 200
+    max_units: int | None = None
+    max_duration_s: float | None = None
+    interval_s: float = 300.0
+
+
+class ExperimentPolicy(_Frozen):
+    id: str = Field(description="`namespace/name` of the Experiment.")
+    model: str = Field(description="Canonical name of the model whose requests it splits.")
+    tenants: frozenset[str]
+    unit: ExperimentUnit
+    unit_header: str | None = None
+    variants: tuple[ExperimentVariant, ...]
+    control: str
+    exposure_percent: int
+    epoch: str = Field(description="Names the current split: a new split, a new analysis.")
+    routed_to: str | None = Field(
+        None, description="A variant that takes all traffic (after Promote or Rollback)."
+    )
+    started_at: float | None = Field(None, description="Its creation, epoch seconds.")
+    primary: ExperimentMetric
+    guardrails: tuple[ExperimentMetric, ...] = ()
+    analysis: ExperimentAnalysis = ExperimentAnalysis()
+
+    @field_serializer("tenants")
+    def _sorted_tenants(self, tenants: frozenset[str]) -> list[str]:
+        return sorted(tenants)
+
+    def variant(self, name: str) -> ExperimentVariant:
+        return next(v for v in self.variants if v.name == name)
+
+
 class GatewayConfig(_Frozen):
     version: Literal[1] = CONFIG_VERSION
     models: dict[str, ModelRoute] = Field(default_factory=dict)
@@ -152,6 +206,9 @@ class GatewayConfig(_Frozen):
     tenants: dict[str, TenantPolicy] = Field(default_factory=dict)
     api_keys: dict[str, ApiKeyEntry] = Field(
         default_factory=dict, description="sha256 hex digest of a key → who holds it."
+    )
+    experiments: dict[str, ExperimentPolicy] = Field(
+        default_factory=dict, description="Experiment id → its split."
     )
 
     @functools.cached_property

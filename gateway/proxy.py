@@ -30,6 +30,14 @@ from llmrouter.gateway.errors import (
     UpstreamFailed,
     UpstreamTimeout,
 )
+from llmrouter.gateway.experiments.assignment import (
+    EXPERIMENT_HEADER,
+    Trial,
+    assign,
+    experiment_for,
+    unit_of,
+    with_variant,
+)
 from llmrouter.gateway.keys import (
     CACHE,
     CLIENT_REQUEST_ID,
@@ -46,7 +54,7 @@ from llmrouter.gateway.keys import (
 from llmrouter.gateway.openai_request import ModelRequest, Operation, parse_request
 from llmrouter.gateway.providers import Adapter, adapter_for
 from llmrouter.gateway.roles import MODELS_INVOKE
-from llmrouter.gateway.routing import fallback_chain, resolve
+from llmrouter.gateway.routing import fallback_chain, resolve, with_trial
 from llmrouter.gateway.state import Plan, StateUnavailable
 from llmrouter.gateway.streaming import (
     StreamBroken,
@@ -70,12 +78,18 @@ async def handle_model_request(request: web.Request, operation: Operation) -> we
     req = parse_request(operation, await request.read())
     config = request[CONFIG]
     resolution = resolve(config, identity.tenant, req.model, req.body, request.headers)
+    trial = _trial(request, req)
+    if trial is not None:
+        resolution = with_trial(config, req.model, trial)
+        req = parse_request(operation, orjson.dumps(with_variant(req.body, trial.variant)))
     chain = fallback_chain(config, identity.tenant, resolution.route)
     ask = ask_for(req, chain)
     plan = await _admit(request, ask)
-    outcome = Outcome(route=resolution.route, steps=list(resolution.steps))
+    outcome = Outcome(route=resolution.route, steps=list(resolution.steps), trial=trial)
     try:
-        key = _cache_key(request, req, resolution.route)
+        # A measured request is never answered from the cache: it would skew its variant.
+        measured = trial is not None and trial.measured
+        key = None if measured else _cache_key(request, req, resolution.route)
         if key is not None:
             cached = await request.app[CACHE].get(key)
             if cached is not None:
@@ -228,12 +242,37 @@ async def _try_endpoint(
         raise
 
 
+def _trial(request: web.Request, req: ModelRequest) -> Trial | None:
+    """The experiment this request takes part in, if any (see experiments.assignment)."""
+    config, identity = request[CONFIG], request[IDENTITY]
+    requested = config.resolve(req.model)
+    if requested is None or not config.experiments:
+        return None
+    tenant = identity.tenant.id
+    policy = experiment_for(config, tenant, requested.name)
+    if policy is None:
+        return None
+    unit = unit_of(
+        policy,
+        tenant,
+        identity.user,
+        identity.key_name,
+        req.body,
+        request.headers,
+        request[REQUEST_ID],
+    )
+    return assign(policy, unit) if unit is not None else None
+
+
 def _headers(request: web.Request, outcome: Outcome) -> dict[str, str]:
     headers = {
         "x-llmrouter-model": outcome.route.name,
         "x-llmrouter-route": "; ".join(outcome.steps) or "direct",
         "x-request-id": request.get(CLIENT_REQUEST_ID) or request[REQUEST_ID],
+        "x-llmrouter-request-id": request[REQUEST_ID],
     }
+    if outcome.trial is not None:
+        headers[EXPERIMENT_HEADER] = outcome.trial.label
     if outcome.cache is not None:
         headers[CACHE_HEADER] = outcome.cache
     return headers

@@ -8,6 +8,7 @@ from typing import Any
 
 from llmrouter.gateway.config import GatewayConfig, ModelRoute, TenantPolicy
 from llmrouter.gateway.errors import ModelNotFound
+from llmrouter.gateway.experiments.assignment import Trial
 
 TASK_TYPE_HEADER = "x-llmrouter-task-type"
 
@@ -47,6 +48,15 @@ def resolve(
         steps.append(f"rule {i}->{rule.target}")
         return Resolution(config.models[rule.target], tuple(steps))
     return Resolution(requested, tuple(steps))
+
+
+def with_trial(config: GatewayConfig, name: str, trial: Trial) -> Resolution:
+    """An experiment's variant answers instead of the tenant's routing rules."""
+    requested = config.resolve(name)
+    steps = [f"alias {name}->{requested.name}"] if requested and name != requested.name else []
+    route = config.models[trial.variant.model]
+    steps.append(f"experiment {trial.label}->{route.name}")
+    return Resolution(route, tuple(steps))
 
 
 def fallback_chain(

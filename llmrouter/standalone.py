@@ -110,6 +110,7 @@ class StandaloneSource:
             Resources(
                 tenants=manifests.tenants,
                 models=manifests.models,
+                experiments=manifests.experiments,
                 api_key_hashes=keys,
                 endpoints=self.endpoints,
             )

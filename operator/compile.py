@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Literal
 
 from llmrouter.gateway.config import (
+    DEFAULT_MAX_OUTPUT_TOKENS,
     ApiKeyEntry,
     Budget,
     CredentialRef,
@@ -23,11 +24,13 @@ from llmrouter.gateway.config import (
     OIDCProvider,
     Pricing,
     RoutingRule,
+    StateOutagePolicy,
     TenantPolicy,
     Timeouts,
     Upstream,
 )
 from llmrouter.operator.api.common import Resource, parse_duration
+from llmrouter.operator.api.experiment import Experiment
 from llmrouter.operator.api.modeldeployment import ModelDeployment
 from llmrouter.operator.api.tenant import Limits as LimitsSpec
 from llmrouter.operator.api.tenant import Tenant
@@ -70,6 +73,7 @@ class Resources:
 
     tenants: list[Tenant] = field(default_factory=list)
     models: list[ModelDeployment] = field(default_factory=list)
+    experiments: list[Experiment] = field(default_factory=list)
     api_key_hashes: Mapping[tuple[str, str], str] = field(default_factory=dict)
     endpoints: Mapping[str, list[str]] = field(default_factory=dict)
     incumbents: Mapping[str, str] = field(default_factory=dict)
@@ -121,7 +125,11 @@ def compile_resources(resources: Resources) -> tuple[GatewayConfig, list[Problem
         config, found = _compile_once(resources)
         whole = [p for p in found if p.left_out == "object"]
         if not whole:
-            return config, problems + found
+            from llmrouter.operator.compile_experiments import compile_experiments
+
+            experiments, refused = compile_experiments(resources.experiments, config)
+            config = config.model_copy(update={"experiments": experiments})
+            return config, problems + found + refused
         # Objects left out whole free what they claimed, and may turn others' references
         # into problems: compile again without them.
         problems += whole
@@ -282,6 +290,8 @@ def _model_route(
         ),
         fallbacks=fallbacks,
         slots=spec.llamacpp.parallel if spec.llamacpp else None,
+        max_output_tokens=spec.max_output_tokens
+        or (spec.llamacpp.context_size if spec.llamacpp else DEFAULT_MAX_OUTPUT_TOKENS),
         timeouts=Timeouts(
             connect_s=parse_duration(spec.timeouts.connect),
             first_token_s=parse_duration(spec.timeouts.first_token),
@@ -413,7 +423,14 @@ def _tenant_policy(
         rules=_rules(tenant, owners, allowed, problems),
         department=tenant.spec.cost_center.department,
         project=tenant.spec.cost_center.project,
+        state_outage_policy=_OUTAGE_POLICIES.get(spec.state_outage_policy or ""),
     )
+
+
+_OUTAGE_POLICIES: dict[str, StateOutagePolicy] = {
+    "FailOpen": "fail-open",
+    "FailClosed": "fail-closed",
+}
 
 
 def _rules(

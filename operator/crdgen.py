@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel
 
 from llmrouter.operator.api.common import GROUP, VERSION
+from llmrouter.operator.api.experiment import ExperimentSpec, ExperimentStatus
 from llmrouter.operator.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from llmrouter.operator.api.slapolicy import SLAPolicySpec, SLAPolicyStatus
 from llmrouter.operator.api.tenant import TenantSpec, TenantStatus
@@ -51,7 +52,6 @@ KINDS = [
         ],
     ),
     KindInfo(
-    KindInfo(
         kind="SLAPolicy",
         plural="slapolicies",
         singular="slapolicy",
@@ -67,6 +67,7 @@ KINDS = [
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ],
     ),
+    KindInfo(
         kind="Tenant",
         plural="tenants",
         singular="tenant",
@@ -80,6 +81,23 @@ KINDS = [
             {"name": "Budget", "type": "string", "jsonPath": ".spec.budget.monthlyUSD"},
             {"name": "Spent", "type": "string", "jsonPath": ".status.usage.costUSD"},
             {"name": "Keys", "type": "string", "jsonPath": ".status.apiKeys[*].name"},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
+    ),
+    KindInfo(
+        kind="Experiment",
+        plural="experiments",
+        singular="experiment",
+        short_names=["exp"],
+        spec=ExperimentSpec,
+        status=ExperimentStatus,
+        printer_columns=[
+            {"name": "Model", "type": "string", "jsonPath": ".spec.model"},
+            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+            {"name": "Winner", "type": "string", "jsonPath": ".status.verdict.winner"},
+            {"name": "Lift", "type": "string", "jsonPath": ".status.lift"},
+            {"name": "P", "type": "string", "jsonPath": ".status.pValue"},
+            {"name": "SRM", "type": "boolean", "jsonPath": ".status.srm.detected"},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ],
     ),

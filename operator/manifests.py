@@ -13,17 +13,19 @@ from pydantic import ValidationError
 
 from llmrouter.operator import yamlutil
 from llmrouter.operator.api.common import API_VERSION, GROUP
+from llmrouter.operator.api.experiment import Experiment
 from llmrouter.operator.api.modeldeployment import ModelDeployment
 from llmrouter.operator.api.tenant import Tenant
 
 logger = logging.getLogger(__name__)
 
-KINDS: dict[str, type[Tenant] | type[ModelDeployment]] = {
+KINDS: dict[str, type[Tenant] | type[ModelDeployment] | type[Experiment]] = {
     "Tenant": Tenant,
     "ModelDeployment": ModelDeployment,
+    "Experiment": Experiment,
 }
 # Kinds of the API group that later versions of this gateway act on; skipped, with a warning.
-NOT_YET_SUPPORTED = {"Experiment", "SLAPolicy"}
+NOT_YET_SUPPORTED = {"SLAPolicy"}
 
 
 class ManifestError(ValueError):
@@ -38,6 +40,7 @@ class ManifestError(ValueError):
 class Manifests:
     tenants: list[Tenant] = field(default_factory=list)
     models: list[ModelDeployment] = field(default_factory=list)
+    experiments: list[Experiment] = field(default_factory=list)
 
 
 def manifest_files(paths: Iterable[Path]) -> list[Path]:
@@ -100,6 +103,8 @@ def _add_document(doc: Any, where: str, out: Manifests) -> list[str]:
         ]
     if isinstance(obj, Tenant):
         out.tenants.append(obj)
+    elif isinstance(obj, Experiment):
+        out.experiments.append(obj)
     else:
         out.models.append(obj)
     return []

@@ -6,6 +6,7 @@ gateway sees the same counters; each check-and-count is one atomic Lua script).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal, Protocol
@@ -126,6 +127,19 @@ class TenantUsage:
     rows: dict[tuple[str, str], UsageRow] = field(default_factory=dict)
 
 
+STAT_FIELDS = ("n", "m", "d", "mm", "dd", "md")
+
+
+@dataclass(frozen=True, slots=True)
+class TrialStats:
+    """One experiment variant's statistics: distinct units, and per metric the sums over
+    units of each unit's numerator m and denominator d (see experiments.stats.RatioSums)."""
+
+    units: int = 0
+    sums: dict[str, dict[str, float]] = field(default_factory=dict)
+    """metric → {n, m, d, mm, dd, md}."""
+
+
 class StateUnavailable(Exception):
     """The shared state cannot be reached (Redis down)."""
 
@@ -145,6 +159,21 @@ class StateStore(Protocol):
 
     async def claim_event(self, name: str, ttl_s: int) -> bool:
         """True for the first caller of ``name`` among every replica, False after."""
+
+    async def record_trial(
+        self, key: str, unit: str, increments: Mapping[str, tuple[float, float]], ttl_s: int
+    ) -> None:
+        """Add one unit's numerator and denominator increments per metric to the variant's
+        statistics at ``key``, counting the unit once."""
+
+    async def trial_stats(self, key: str) -> TrialStats:
+        """The statistics ``record_trial`` kept at ``key``."""
+
+    async def remember(self, name: str, value: bytes, ttl_s: int) -> None:
+        """Keep ``value`` under ``name`` for ``ttl_s`` seconds."""
+
+    async def take(self, name: str) -> bytes | None:
+        """What ``remember`` kept under ``name``, once: it is gone after."""
 
     async def spend(self, tenant: str, month: str) -> int:
         """The tenant's spend this month, in nano-dollars."""

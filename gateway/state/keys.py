@@ -44,3 +44,13 @@ def event(name: str) -> str:
 def replayed(request_id: str) -> str:
     """Marks a journaled settlement as applied, so a second replay adds nothing."""
     return f"{PREFIX}replayed:{request_id}"
+
+
+def trial(experiment: str, epoch: str, variant: str) -> str:
+    """Where an experiment variant's statistics are kept: ``{…}:units`` (per-unit sums)
+    and ``{…}:sums`` (the variant's sufficient statistics)."""
+    return f"{PREFIX}exp:{experiment}:{epoch}:{variant}"
+
+
+def remembered(name: str) -> str:
+    return f"{PREFIX}mem:{name}"

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from llmrouter.gateway.state import (
+    STAT_FIELDS,
     Plan,
     Refusal,
     Settlement,
     TenantUsage,
+    TrialStats,
     UsageRow,
 )
 from llmrouter.gateway.state import keys as k
+
+
+@dataclass
+class _Trial:
+    units: set[str] = field(default_factory=set)
+    per_unit: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+    sums: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 class MemoryStore:
@@ -28,6 +40,8 @@ class MemoryStore:
         self._spend: dict[str, int] = defaultdict(int)
         self._usage: dict[str, dict[tuple[str, str], UsageRow]] = defaultdict(dict)
         self._events: set[str] = set()
+        self._trials: dict[str, _Trial] = defaultdict(_Trial)
+        self._remembered: dict[str, tuple[bytes, float]] = {}
 
     def _get(self, key: str, now: float) -> int:
         value, expires_at = self._counters.get(key, (0, 0.0))
@@ -117,6 +131,40 @@ class MemoryStore:
             return False
         self._events.add(name)
         return True
+
+    async def record_trial(
+        self, key: str, unit: str, increments: Mapping[str, tuple[float, float]], ttl_s: int
+    ) -> None:
+        trial = self._trials[key]
+        trial.units.add(unit)
+        for metric, (dm, dd) in increments.items():
+            om, od = trial.per_unit.get((unit, metric), (0.0, 0.0))
+            nm, nd = om + dm, od + dd
+            trial.per_unit[unit, metric] = (nm, nd)
+            sums = trial.sums.setdefault(metric, dict.fromkeys(STAT_FIELDS, 0.0))
+            if od == 0 and nd > 0:
+                sums["n"] += 1
+            sums["m"] += dm
+            sums["d"] += dd
+            sums["mm"] += nm * nm - om * om
+            sums["dd"] += nd * nd - od * od
+            sums["md"] += nm * nd - om * od
+
+    async def trial_stats(self, key: str) -> TrialStats:
+        trial = self._trials.get(key)
+        if trial is None:
+            return TrialStats()
+        return TrialStats(len(trial.units), {m: dict(v) for m, v in trial.sums.items()})
+
+    async def remember(self, name: str, value: bytes, ttl_s: int) -> None:
+        now = time.time()
+        if len(self._remembered) > 100_000:  # forget what has expired before growing on
+            self._remembered = {k: v for k, v in self._remembered.items() if v[1] > now}
+        self._remembered[name] = (value, now + ttl_s)
+
+    async def take(self, name: str) -> bytes | None:
+        value, until = self._remembered.pop(name, (None, 0.0))
+        return value if until > time.time() else None
 
     async def spend(self, tenant: str, month: str) -> int:
         return self._spend.get(k.spend(tenant, month), 0)

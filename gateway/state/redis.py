@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from llmrouter.gateway.state import (
+    STAT_FIELDS,
     Plan,
     Refusal,
     Settlement,
     StateUnavailable,
     TenantUsage,
+    TrialStats,
     UsageRow,
 )
 from llmrouter.gateway.state import keys as k
@@ -153,6 +156,33 @@ return 0
 """
 
 
+# KEYS: per-unit sums (hash), the variant's sums (hash)
+# ARGV: unit, ttl, then (metric, numerator increment, denominator increment)…
+# Each unit's running m and d give the change of Σm², Σd², Σmd without keeping requests.
+RECORD_TRIAL = """
+local unit, ttl = ARGV[1], ARGV[2]
+if redis.call('HSETNX', KEYS[1], unit, '1') == 1 then
+  redis.call('HINCRBY', KEYS[2], 'units', 1)
+end
+for i = 3, #ARGV, 3 do
+  local metric, dm, dd = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  local fm, fd = unit .. '\31' .. metric .. '\31m', unit .. '\31' .. metric .. '\31d'
+  local om = tonumber(redis.call('HGET', KEYS[1], fm) or '0')
+  local od = tonumber(redis.call('HGET', KEYS[1], fd) or '0')
+  local nm = tonumber(redis.call('HINCRBYFLOAT', KEYS[1], fm, ARGV[i + 1]))
+  local nd = tonumber(redis.call('HINCRBYFLOAT', KEYS[1], fd, ARGV[i + 2]))
+  if od == 0 and nd > 0 then redis.call('HINCRBY', KEYS[2], metric .. ':n', 1) end
+  redis.call('HINCRBYFLOAT', KEYS[2], metric .. ':m', ARGV[i + 1])
+  redis.call('HINCRBYFLOAT', KEYS[2], metric .. ':d', ARGV[i + 2])
+  redis.call('HINCRBYFLOAT', KEYS[2], metric .. ':mm', string.format('%.17g', nm * nm - om * om))
+  redis.call('HINCRBYFLOAT', KEYS[2], metric .. ':dd', string.format('%.17g', nd * nd - od * od))
+  redis.call('HINCRBYFLOAT', KEYS[2], metric .. ':md', string.format('%.17g', nm * nd - om * od))
+end
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', KEYS[2], ttl)
+return 0
+"""
+
 REPLAY_ADMITTED_HERE = 1
 REPLAY_ADMITTED_LOCALLY = 2
 
@@ -269,6 +299,33 @@ class RedisStore:
             self._redis.execute(b"SET", k.event(name), b"1", b"NX", b"EX", ttl_s)
         )
         return reply is not None
+
+    async def record_trial(
+        self, key: str, unit: str, increments: Mapping[str, tuple[float, float]], ttl_s: int
+    ) -> None:
+        args: list[Any] = [unit, ttl_s]
+        for metric, (dm, dd) in increments.items():
+            args += [metric, repr(float(dm)), repr(float(dd))]
+        await self._call(self._redis.evalsha(RECORD_TRIAL, [f"{key}:units", f"{key}:sums"], args))
+
+    async def trial_stats(self, key: str) -> TrialStats:
+        flat = await self._call(self._redis.execute(b"HGETALL", f"{key}:sums"))
+        units, sums = 0, dict[str, dict[str, float]]()
+        for name, value in zip(flat[::2], flat[1::2], strict=True):
+            field = name.decode()
+            if field == "units":
+                units = int(value)
+                continue
+            metric, what = field.rsplit(":", 1)
+            sums.setdefault(metric, dict.fromkeys(STAT_FIELDS, 0.0))[what] = float(value)
+        return TrialStats(units, sums)
+
+    async def remember(self, name: str, value: bytes, ttl_s: int) -> None:
+        await self._call(self._redis.execute(b"SET", k.remembered(name), value, b"EX", ttl_s))
+
+    async def take(self, name: str) -> bytes | None:
+        value = await self._call(self._redis.execute(b"GETDEL", k.remembered(name)))
+        return value if isinstance(value, bytes) else None
 
     async def spend(self, tenant: str, month: str) -> int:
         return int(await self._call(self._redis.execute(b"GET", k.spend(tenant, month))) or 0)

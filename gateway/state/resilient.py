@@ -18,6 +18,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Mapping
 from typing import Literal
 
 from llmrouter.gateway.state import (
@@ -26,6 +27,7 @@ from llmrouter.gateway.state import (
     Settlement,
     StateUnavailable,
     TenantUsage,
+    TrialStats,
 )
 from llmrouter.gateway.state.journal import Journal, Pending
 from llmrouter.gateway.state.memory import MemoryStore
@@ -178,6 +180,23 @@ class ResilientStore:
 
     async def claim_event(self, name: str, ttl_s: int) -> bool:
         return await self.primary.claim_event(name, ttl_s)
+
+    async def record_trial(
+        self, key: str, unit: str, increments: Mapping[str, tuple[float, float]], ttl_s: int
+    ) -> None:
+        # Experiment statistics are samples, not money: during an outage they are skipped.
+        if self.available:
+            await self.primary.record_trial(key, unit, increments, ttl_s)
+
+    async def trial_stats(self, key: str) -> TrialStats:
+        return await self.primary.trial_stats(key)
+
+    async def remember(self, name: str, value: bytes, ttl_s: int) -> None:
+        if self.available:
+            await self.primary.remember(name, value, ttl_s)
+
+    async def take(self, name: str) -> bytes | None:
+        return await self.primary.take(name)
 
     async def spend(self, tenant: str, month: str) -> int:
         return await self.primary.spend(tenant, month)
