@@ -225,13 +225,12 @@ async def test_an_experiment_spanning_tenants_shows_neither_the_others_figures(
     shared = EXPERIMENT.replace("tenants: [acme]", "tenants: [acme, rival]")
     resources, keys = write(tmp_path, MODELS, shared)
     source = StandaloneSource([resources], keys, {n: [upstream.url] for n in ("big", "small")})
-    async with serving(create_app(GatewaySettings(), ConfigStore(source.load()))) as base:
-        async with httpx.AsyncClient() as http:
-            served = await chat(http, base, "rival", "someone")
-            views = [
-                await http.get(f"{base}/admin/experiments", headers=auth(t))
-                for t in ("acme", "rival")
-            ]
+    app = create_app(GatewaySettings(), ConfigStore(source.load()))
+    async with serving(app) as base, httpx.AsyncClient() as http:
+        served = await chat(http, base, "rival", "someone")
+        views = [
+            await http.get(f"{base}/admin/experiments", headers=auth(t)) for t in ("acme", "rival")
+        ]
     assert "x-llmrouter-experiment" in served.headers
     assert [v.json()["data"] for v in views] == [[], []]
 
