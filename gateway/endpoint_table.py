@@ -8,6 +8,7 @@ import logging
 import aiohttp
 
 from llmrouter.gateway.config import GatewayConfig, ModelRoute, Upstream
+from llmrouter.gateway.credentials import CredentialSource
 from llmrouter.gateway.endpoints import BreakerSettings, Endpoint
 
 logger = logging.getLogger(__name__)
@@ -28,6 +29,13 @@ class EndpointTable:
 
     def upstream(self, endpoint: Endpoint) -> Upstream:
         return self._upstreams[(endpoint.model, endpoint.url)]
+
+    def secret(self, endpoint: Endpoint, credentials: CredentialSource) -> str | None:
+        """The key the endpoint's server requires, if any (in a cluster, llama-servers)."""
+        upstream = self._upstreams.get((endpoint.model, endpoint.url))
+        if upstream is None or upstream.credential is None:
+            return None
+        return credentials.get(upstream.credential)
 
     def all(self) -> list[Endpoint]:
         return [e for endpoints in self._by_model.values() for e in endpoints]
@@ -66,11 +74,15 @@ def parse_load(metrics_text: str) -> int:
     return int(total)
 
 
-async def poll_once(session: aiohttp.ClientSession, endpoint: Endpoint) -> None:
+async def poll_once(
+    session: aiohttp.ClientSession, endpoint: Endpoint, secret: str | None = None
+) -> None:
     root = _server_root(endpoint.url)
     timeout = aiohttp.ClientTimeout(total=1)
+    # A server started with an API key answers /metrics only with it (/health stays open).
+    headers = {"Authorization": f"Bearer {secret}"} if secret else {}
     try:
-        async with session.get(f"{root}/metrics", timeout=timeout) as resp:
+        async with session.get(f"{root}/metrics", timeout=timeout, headers=headers) as resp:
             if resp.status == 200:
                 endpoint.reported_load = parse_load(await resp.text())
                 endpoint.reachable = True

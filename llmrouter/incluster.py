@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from llmrouter.gateway.app import offer_config
 from llmrouter.gateway.config import GatewayConfig
 from llmrouter.gateway.credentials import MappingCredentials
+from llmrouter.operator.names import provider_copy_name
 from llmrouter.operator.render import (
     GATEWAY_CONFIG_KEY,
     PROVIDER_CREDENTIAL_LABEL,
@@ -135,6 +136,9 @@ def credentials_watcher(namespace: str, credentials: MappingCredentials) -> AppC
             source = (annotations.get(SOURCE_NAMESPACE), annotations.get(SOURCE_NAME))
             if None in source:
                 return
+            name = secret.metadata.name if secret.metadata else None
+            if kind == "DELETED" and stale_copy(name, source):
+                return  # a copy under a former name: the current copy holds the values
             values = (
                 {}
                 if kind == "DELETED"
@@ -151,6 +155,15 @@ def credentials_watcher(namespace: str, credentials: MappingCredentials) -> AppC
         watcher.stop()
 
     return ctx
+
+
+def stale_copy(name: str | None, source: tuple[str | None, str | None]) -> bool:
+    """Whether a copy is not under the name the operator now gives it (copies made before
+    names were hashed are replaced, and their removal must not drop the credential)."""
+    namespace, secret = source
+    if namespace is None or secret is None:
+        return False
+    return name != provider_copy_name(namespace, secret)
 
 
 def _replace_credentials(

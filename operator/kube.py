@@ -41,7 +41,7 @@ def apply(obj: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def get(api_version: str, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+def get(api_version: str, kind: str, name: str, namespace: str | None) -> dict[str, Any] | None:
     try:
         found: dict[str, Any] = (
             dynamic().get(_resource(api_version, kind), name=name, namespace=namespace).to_dict()
@@ -67,12 +67,23 @@ def delete(api_version: str, kind: str, name: str, namespace: str) -> None:
 
 
 def patch_status(
-    api_version: str, kind: str, name: str, namespace: str, status: dict[str, Any]
+    api_version: str,
+    kind: str,
+    name: str,
+    namespace: str,
+    status: dict[str, Any],
+    resource_version: str | None = None,
 ) -> None:
+    """A merge patch of the status; with ``resource_version``, only if the object has not
+    changed since it was read (else 409 Conflict): lists such as conditions are replaced
+    whole, so writing from an old read would drop what another writer set since."""
     resource = _resource(api_version, kind).subresources["status"]
+    body: dict[str, Any] = {"status": status}
+    if resource_version is not None:
+        body["metadata"] = {"resourceVersion": resource_version}
     dynamic().patch(
         resource,
-        body={"status": status},
+        body=body,
         name=name,
         namespace=namespace,
         content_type="application/merge-patch+json",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+import time
 from typing import Any
 
 import kopf
@@ -9,6 +11,17 @@ import kopf
 from llmrouter.operator.controllers import compiler, modeldeployment, tenant, usage
 
 __all__ = ["compiler", "modeldeployment", "tenant", "usage"]
+
+PEERING_LIFETIME_S = 30
+"""How long a replica that died without a word counts as alive: the longest a standby
+waits before it takes over (a replica that stops cleanly leaves at once)."""
+
+
+def peering_priority(started_s: float, tiebreak: int) -> int:
+    """Kopf runs only the replica of highest priority and freezes every replica when two
+    share one, so each gets its own: the earlier started wins (a new pod of a rolling
+    update waits instead of taking over mid-work), ties broken at random."""
+    return (10**10 - int(started_s)) * 10**6 + tiebreak % 10**6
 
 
 @kopf.on.startup()
@@ -18,3 +31,5 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.peering.standalone = False
     settings.peering.name = "llmrouter"
     settings.peering.mandatory = False
+    settings.peering.priority = peering_priority(time.time(), secrets.randbelow(10**6))
+    settings.peering.lifetime = PEERING_LIFETIME_S

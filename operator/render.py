@@ -12,6 +12,13 @@ from llmrouter.gateway.config import GatewayConfig
 from llmrouter.gateway.settings import GatewaySettings
 from llmrouter.operator.api.modeldeployment import ModelDeployment
 from llmrouter.operator.compile import LLAMACPP_PORT
+from llmrouter.operator.names import (
+    SERVER_KEY,
+    api_key_secret_name,
+    label_value,
+    provider_copy_name,
+    server_key_secret_name,
+)
 from llmrouter.operator.settings import OperatorSettings
 
 MODEL_DIR = "/models"
@@ -19,6 +26,9 @@ DOWNLOADER_IMAGE = "curlimages/curl:8.11.1"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "llmrouter"}
 API_KEY_LABEL = "llmrouter.io/api-key"
 TENANT_LABEL = "llmrouter.io/tenant"
+SERVER_KEY_LABEL = "llmrouter.io/server-key"
+SERVER_KEY_ENV = "LLAMA_API_KEY"
+"""llama-server's environment form of --api-key: the key stays off its command line."""
 GATEWAY_CONFIG_KEY = "config.json"
 
 
@@ -105,6 +115,19 @@ def render_deployment(md: ModelDeployment) -> dict[str, Any]:
             "requests": {"cpu": spec.resources.cpu, "memory": spec.resources.memory},
             "limits": limits,
         },
+        # Only the gateway has this key: a client that reaches the pod some other way
+        # cannot skip the gateway's limits and budgets. /health stays open for probes.
+        "env": [
+            {
+                "name": SERVER_KEY_ENV,
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": server_key_secret_name(md.metadata.name),
+                        "key": SERVER_KEY,
+                    }
+                },
+            }
+        ],
         "readinessProbe": probe,
         "livenessProbe": {**probe, "initialDelaySeconds": 60, "failureThreshold": 6},
         "volumeMounts": [
@@ -150,8 +173,50 @@ def render_service(md: ModelDeployment) -> dict[str, Any]:
     }
 
 
-def api_key_secret_name(tenant: str, key: str) -> str:
-    return f"llmrouter-key-{tenant}-{key}"
+def render_server_key_secret(md: ModelDeployment, key: str) -> dict[str, Any]:
+    """The key the llama-servers of ``md`` require; the gateway gets a copy of it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": server_key_secret_name(md.metadata.name),
+            "namespace": md.metadata.namespace,
+            "labels": {**model_labels(md), SERVER_KEY_LABEL: "true"},
+        },
+        "data": {SERVER_KEY: base64.b64encode(key.encode()).decode()},
+    }
+
+
+def render_network_policy(md: ModelDeployment, gateway_namespace: str) -> dict[str, Any]:
+    """Only gateway pods may reach the llama-servers of ``md``: the key alone would still
+    let anyone in the cluster try it, and tie up the servers' slots while failing."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": md.metadata.name,
+            "namespace": md.metadata.namespace,
+            "labels": model_labels(md),
+        },
+        "spec": {
+            "podSelector": {"matchLabels": {"llmrouter.io/model": md.metadata.name}},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [
+                        {
+                            "namespaceSelector": {
+                                "matchLabels": {"kubernetes.io/metadata.name": gateway_namespace}
+                            },
+                            "podSelector": {"matchLabels": GATEWAY_SELECTOR},
+                        }
+                    ],
+                    "ports": [{"protocol": "TCP", "port": LLAMACPP_PORT}],
+                }
+            ],
+        },
+    }
 
 
 def render_api_key_secret(
@@ -164,7 +229,8 @@ def render_api_key_secret(
         "metadata": {
             "name": api_key_secret_name(tenant, key_name),
             "namespace": namespace,
-            "labels": {TENANT_LABEL: tenant, API_KEY_LABEL: key_name, **MANAGED_BY},
+            # Label values hold 63 characters, tenant names 253: a long one is cut and hashed.
+            "labels": {TENANT_LABEL: label_value(tenant), API_KEY_LABEL: key_name, **MANAGED_BY},
         },
         "data": {"apiKey": base64.b64encode(api_key.encode()).decode()},
     }
@@ -173,11 +239,6 @@ def render_api_key_secret(
 PROVIDER_CREDENTIAL_LABEL = "llmrouter.io/provider-credential"
 SOURCE_NAMESPACE = "llmrouter.io/source-namespace"
 SOURCE_NAME = "llmrouter.io/source-name"
-
-
-def provider_secret_name(namespace: str, name: str) -> str:
-    """The gateway namespace's copy of a provider key Secret of another namespace."""
-    return f"llmrouter-provider-{namespace}-{name}"
 
 
 def render_provider_secret_copy(
@@ -190,7 +251,7 @@ def render_provider_secret_copy(
         "kind": "Secret",
         "type": "Opaque",
         "metadata": {
-            "name": provider_secret_name(source_namespace, name),
+            "name": provider_copy_name(source_namespace, name),
             "namespace": gateway_namespace,
             "labels": {PROVIDER_CREDENTIAL_LABEL: "true", **MANAGED_BY},
             "annotations": {SOURCE_NAMESPACE: source_namespace, SOURCE_NAME: name},
@@ -219,14 +280,11 @@ def render_gateway_config_secret(
 
 
 GATEWAY_PORT = 8000
+GATEWAY_SELECTOR = {"app.kubernetes.io/component": "gateway", "app.kubernetes.io/name": "llmrouter"}
 
 
 def gateway_labels() -> dict[str, str]:
-    return {
-        "app.kubernetes.io/name": "llmrouter",
-        "app.kubernetes.io/component": "gateway",
-        **MANAGED_BY,
-    }
+    return {**GATEWAY_SELECTOR, **MANAGED_BY}
 
 
 def render_gateway_deployment(settings: OperatorSettings) -> dict[str, Any]:
@@ -257,12 +315,7 @@ def render_gateway_deployment(settings: OperatorSettings) -> dict[str, Any]:
         },
         "spec": {
             "replicas": settings.gateway_replicas,
-            "selector": {
-                "matchLabels": {
-                    "app.kubernetes.io/component": "gateway",
-                    "app.kubernetes.io/name": "llmrouter",
-                }
-            },
+            "selector": {"matchLabels": dict(GATEWAY_SELECTOR)},
             "template": {
                 "metadata": {"labels": gateway_labels()},
                 "spec": {
@@ -299,10 +352,7 @@ def render_gateway_service(settings: OperatorSettings) -> dict[str, Any]:
             "labels": gateway_labels(),
         },
         "spec": {
-            "selector": {
-                "app.kubernetes.io/component": "gateway",
-                "app.kubernetes.io/name": "llmrouter",
-            },
+            "selector": dict(GATEWAY_SELECTOR),
             "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
         },
     }

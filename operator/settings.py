@@ -56,6 +56,12 @@ class OperatorSettings:
     )
     """The gateway pods' ServiceAccount: it may read the configuration Secret, no more."""
 
+    model_network_policy: bool = field(
+        default_factory=lambda: os.environ.get("LLMROUTER_MODEL_NETWORK_POLICY", "true") == "true"
+    )
+    """A NetworkPolicy per llama.cpp ModelDeployment lets only gateway pods reach its
+    servers; off where the cluster's network plugin or another policy already sees to it."""
+
     resync_s: float = 30.0
     """Recompile at least this often, even when no watched resource changed."""
 

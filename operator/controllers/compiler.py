@@ -1,8 +1,8 @@
 """All resources → one compiled GatewayConfig Secret, recompiled soon after any change.
 
-A resource that cannot be compiled (a Tenant naming a model that does not exist, two
-models claiming one name) is left out and told so in a condition; it never holds back the
-configuration of the others.
+What cannot be compiled (a Tenant naming a model that does not exist, a model name another
+model holds, a key Secret without a key) is left out alone and told so in a condition; it
+never holds back the configuration of the others, which is always published.
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import datetime
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
@@ -21,13 +23,19 @@ from llmrouter.operator import kube, settings
 from llmrouter.operator.api.common import API_VERSION, GROUP, VERSION
 from llmrouter.operator.api.modeldeployment import ModelDeployment
 from llmrouter.operator.api.tenant import Tenant
-from llmrouter.operator.compile import CompileError, Problem, Resources, compile_config
-from llmrouter.operator.controllers.conditions import condition
+from llmrouter.operator.compile import Problem, Resources, compile_resources, incumbents
+from llmrouter.operator.controllers.conditions import condition, merged
+from llmrouter.operator.names import (
+    SERVER_KEY,
+    label_value,
+    provider_copy_name,
+    server_key_secret_name,
+)
 from llmrouter.operator.render import (
     API_KEY_LABEL,
+    GATEWAY_CONFIG_KEY,
     PROVIDER_CREDENTIAL_LABEL,
     TENANT_LABEL,
-    provider_secret_name,
     render_gateway_config_secret,
     render_gateway_deployment,
     render_gateway_service,
@@ -48,81 +56,158 @@ def request_compile() -> None:
 _loop: asyncio.AbstractEventLoop | None = None
 
 
-def read_resources() -> Resources:
+@dataclass
+class Read:
+    """What one compile starts from."""
+
+    resources: Resources
+    problems: list[Problem] = field(default_factory=list)
+    """Of what could be read but not used (a key Secret without a readable key)."""
+    objects: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Every Tenant and ModelDeployment compiled, by ref, as read: for their conditions."""
+    published: dict[str, Any] | None = None
+    """The configuration Secret as it is now."""
+
+
+def read_resources() -> Read:
+    ours = settings.current()
+    read = Read(Resources())
     tenants, models = [], []
     for item in kube.list_objects(API_VERSION, "Tenant"):
         try:
             tenants.append(Tenant.model_validate(item))
         except ValidationError:
             continue  # its own handler reports why
+        read.objects[tenants[-1].ref] = item
     for item in kube.list_objects(API_VERSION, "ModelDeployment"):
         try:
             models.append(ModelDeployment.model_validate(item))
         except ValidationError:
             continue
+        read.objects[models[-1].ref] = item
+    read.published = kube.get("v1", "Secret", ours.config_secret, ours.namespace)
+    read.resources = Resources(
+        tenants=tenants,
+        models=models,
+        api_key_hashes=_key_hashes(tenants, read.problems),
+        incumbents=_published_names(read.published),
+        model_server_keys=True,
+    )
+    return read
+
+
+def _key_hashes(tenants: list[Tenant], problems: list[Problem]) -> dict[tuple[str, str], str]:
+    """(tenant id, key name) → hash of the key, from the labelled key Secrets. A Secret that
+    holds no readable key leaves out that key alone: a freeze here would keep revoked keys
+    working for everyone."""
+    by_label = {(t.metadata.namespace, label_value(t.metadata.name)): t for t in tenants}
     hashes = {}
     for secret in kube.list_objects(
         "v1", "Secret", label_selector=f"{TENANT_LABEL},{API_KEY_LABEL}"
     ):
-        labels = secret["metadata"]["labels"]
-        tenant_id = f"{secret['metadata']['namespace']}/{labels[TENANT_LABEL]}"
-        key = base64.b64decode(secret["data"]["apiKey"]).decode()
-        hashes[(tenant_id, labels[API_KEY_LABEL])] = hash_api_key(key)
-    return Resources(tenants=tenants, models=models, api_key_hashes=hashes)
-
-
-def compile_leaving_out(resources: Resources) -> tuple[GatewayConfig, list[Problem]]:
-    """Compile what can be compiled; the problems of what was left out."""
-    problems: list[Problem] = []
-    while True:
+        meta = secret["metadata"]
+        labels = meta.get("labels") or {}
+        tenant = by_label.get((meta["namespace"], labels.get(TENANT_LABEL, "")))
+        if tenant is None:
+            continue  # the Tenant is gone; its handler's ownerReference removes the Secret
+        key_name = labels.get(API_KEY_LABEL, "")
         try:
-            return compile_config(resources), problems
-        except CompileError as exc:
-            problems += exc.problems
-            bad = {p.ref for p in exc.problems}
-            resources = Resources(
-                tenants=[t for t in resources.tenants if t.ref not in bad],
-                models=[m for m in resources.models if m.ref not in bad],
-                api_key_hashes=resources.api_key_hashes,
-                endpoints=resources.endpoints,
+            key = base64.b64decode((secret.get("data") or {})["apiKey"], validate=True).decode()
+        except KeyError:
+            why = "has no apiKey"
+        except (ValueError, UnicodeDecodeError):
+            why = "holds an apiKey that is not UTF-8 text in base64"
+        else:
+            hashes[(tenant.tenant_id, key_name)] = hash_api_key(key)
+            continue
+        problems.append(
+            Problem(
+                tenant.ref,
+                f"spec.apiKeys[{key_name}]",
+                f"Secret {meta['name']} {why}; the key cannot be used",
+                left_out="field",
             )
+        )
+    return hashes
 
 
-def copy_provider_secrets(resources: Resources) -> None:
+def _published_names(secret: dict[str, Any] | None) -> dict[str, str]:
+    """Who holds each model name now, from the published configuration: a name stays with
+    its holder, even against an older object that claims it later."""
+    try:
+        text = base64.b64decode(((secret or {}).get("data") or {})[GATEWAY_CONFIG_KEY])
+        return incumbents(GatewayConfig.model_validate_json(text))
+    except (KeyError, ValueError):
+        return {}
+
+
+def copy_secrets(resources: Resources) -> list[Problem]:
     """The gateway may read Secrets of its own namespace only: the provider keys that
-    ModelDeployments name are copied there, and copies no longer named are removed."""
+    ModelDeployments name, and the keys their llama-servers require, are copied there, and
+    copies no longer named are removed. Each copy on its own: one that fails is reported
+    on its ModelDeployments and holds back nothing else."""
     wanted: dict[tuple[str, str], set[str]] = {}
+    users: dict[tuple[str, str], list[ModelDeployment]] = {}
     for md in resources.models:
-        ref = md.spec.external.api_key_secret_ref if md.spec.external else None
-        if ref is not None:
-            wanted.setdefault((md.metadata.namespace, ref.name), set()).add(ref.key)
+        ns = md.metadata.namespace
+        if md.spec.external is not None and md.spec.external.api_key_secret_ref is not None:
+            ref = md.spec.external.api_key_secret_ref
+            source, key = (ns, ref.name), ref.key
+        elif md.spec.llamacpp is not None:
+            source, key = (ns, server_key_secret_name(md.metadata.name)), SERVER_KEY
+        else:
+            continue
+        wanted.setdefault(source, set()).add(key)
+        users.setdefault(source, []).append(md)
     gateway_namespace = settings.current().namespace
-    keep = set()
-    for (namespace, name), keys in sorted(wanted.items()):
-        source = kube.get("v1", "Secret", name, namespace)
-        data = {k: v for k, v in ((source or {}).get("data") or {}).items() if k in keys}
-        if data:
-            kube.apply(render_provider_secret_copy(gateway_namespace, namespace, name, data))
-            keep.add(provider_secret_name(namespace, name))
+    problems: list[Problem] = []
+    keep: dict[str, tuple[str, str]] = {}
+    for source, keys in sorted(wanted.items()):
+        name = provider_copy_name(*source)
+        if keep.setdefault(name, source) != source:  # only by a deliberate hash collision
+            why = f"its copy's name {name} is taken by Secret {'/'.join(keep[name])}"
+        else:
+            try:
+                copy_one(gateway_namespace, source, keys)
+                continue
+            except Exception as exc:  # this copy only: the others and the publish go on
+                logger.warning("copying Secret %s/%s failed: %s", *source, exc)
+                why = f"copying Secret {source[1]} to the gateway failed: {exc}"
+        problems += [Problem(md.ref, "spec", why, left_out="field") for md in users.get(source, [])]
     for copy in kube.list_objects("v1", "Secret", gateway_namespace, PROVIDER_CREDENTIAL_LABEL):
         if copy["metadata"]["name"] not in keep:
-            kube.delete("v1", "Secret", copy["metadata"]["name"], gateway_namespace)
+            try:
+                kube.delete("v1", "Secret", copy["metadata"]["name"], gateway_namespace)
+            except Exception as exc:
+                logger.warning("removing copy %s failed: %s", copy["metadata"]["name"], exc)
+    return problems
+
+
+def copy_one(gateway_namespace: str, source: tuple[str, str], keys: set[str]) -> None:
+    namespace, name = source
+    found = kube.get("v1", "Secret", name, namespace)
+    data = {k: v for k, v in ((found or {}).get("data") or {}).items() if k in keys}
+    if data:
+        kube.apply(render_provider_secret_copy(gateway_namespace, namespace, name, data))
+    else:
+        # Gone at the source: the credential goes at the gateway too.
+        kube.delete("v1", "Secret", provider_copy_name(namespace, name), gateway_namespace)
 
 
 def compile_and_publish() -> str:
-    resources = read_resources()
-    copy_provider_secrets(resources)
-    config, problems = compile_leaving_out(resources)
+    read = read_resources()
+    problems = read.problems + copy_secrets(read.resources)
+    config, compiled = compile_resources(read.resources)
+    problems += compiled
     ours = settings.current()
-    secret = render_gateway_config_secret(ours.config_secret, ours.namespace, config)
-    current = kube.get("v1", "Secret", ours.config_secret, ours.namespace)
     fingerprint = config.fingerprint()
+    current = read.published
     if (
         current is None
         or (current["metadata"].get("annotations") or {}).get("llmrouter.io/config-fingerprint")
         != fingerprint
     ):
-        kube.apply(secret)
+        kube.apply(render_gateway_config_secret(ours.config_secret, ours.namespace, config))
         logger.info(
             "published gateway configuration %s (%d models, %d tenants, %d keys)",
             fingerprint,
@@ -130,24 +215,63 @@ def compile_and_publish() -> str:
             len(config.tenants),
             len(config.api_keys),
         )
-    for problem in problems:
-        kind, _, ref = problem.ref.partition(" ")
-        namespace, _, name = ref.partition("/")
-        plural = "Tenant" if kind == "Tenant" else "ModelDeployment"
-        kube.patch_status(
-            API_VERSION,
-            plural,
-            name,
-            namespace,
-            {
-                "conditions": [
-                    condition(
-                        "Compiled", False, "CompileError", f"{problem.field}: {problem.message}"
-                    )
-                ]
-            },
-        )
+    report(read.objects, problems)
     return fingerprint
+
+
+def compile_conditions(obj: dict[str, Any], problems: list[Problem]) -> list[dict[str, Any]]:
+    """The object's conditions with Compiled (and, for a ModelDeployment, Conflict) set
+    from what this compile found; equal to what it has when nothing changed."""
+    generation = obj["metadata"].get("generation")
+    left_out = any(p.left_out == "object" for p in problems)
+    compiled = (
+        condition("Compiled", True, "Compiled", "", generation)
+        if not problems
+        else condition(
+            "Compiled",
+            False,
+            "LeftOut" if left_out else "PartlyLeftOut",
+            "; ".join(f"{p.field}: {p.message}" for p in problems),
+            generation,
+        )
+    )
+    updates = [compiled]
+    if obj.get("kind") == "ModelDeployment":
+        conflicts = [p for p in problems if p.conflict]
+        updates.append(
+            condition(
+                "Conflict",
+                bool(conflicts),
+                "NameClaimed" if conflicts else "NoConflict",
+                "; ".join(f"{p.field}: {p.message}" for p in conflicts),
+                generation,
+            )
+        )
+    return merged((obj.get("status") or {}).get("conditions"), *updates)
+
+
+def report(objects: dict[str, dict[str, Any]], problems: list[Problem]) -> None:
+    """Each object's Compiled condition, written only where it changed: every status write
+    is an event that asks for another compile."""
+    by_ref: dict[str, list[Problem]] = {}
+    for problem in problems:
+        by_ref.setdefault(problem.ref, []).append(problem)
+    for ref, obj in sorted(objects.items()):
+        conditions = compile_conditions(obj, by_ref.get(ref, []))
+        if conditions == (obj.get("status") or {}).get("conditions"):
+            continue
+        meta = obj["metadata"]
+        try:
+            kube.patch_status(
+                API_VERSION,
+                obj["kind"],
+                meta["name"],
+                meta["namespace"],
+                {"conditions": conditions},
+                resource_version=meta.get("resourceVersion"),
+            )
+        except Exception as exc:  # changed since read (its event recompiles), or gone
+            logger.info("status of %s not written: %s", ref, exc)
 
 
 @kopf.on.startup()
@@ -162,10 +286,10 @@ def apply_gateway(logger: Any, **_: Any) -> None:
 
 
 @kopf.on.startup()
-async def start_compiler(memo: kopf.Memo, **_: Any) -> None:
+async def start_compiler(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> None:
     global _changed, _loop
     _changed, _loop = asyncio.Event(), asyncio.get_running_loop()
-    memo["compiler"] = asyncio.create_task(_compile_loop(_changed))
+    memo["compiler"] = asyncio.create_task(_compile_loop(_changed, settings))
     _changed.set()
 
 
@@ -176,7 +300,31 @@ async def stop_compiler(memo: kopf.Memo, **_: Any) -> None:
         task.cancel()
 
 
-async def _compile_loop(changed: asyncio.Event) -> None:
+def outranked(peering: dict[str, Any] | None, priority: int, now: datetime.datetime) -> bool:
+    """Whether a live peer of higher priority is running: Kopf pauses this replica's
+    handlers then, but not this loop, which must stand by as well."""
+    for peer in ((peering or {}).get("status") or {}).values():
+        if not isinstance(peer, dict) or int(peer.get("priority", 0)) <= priority:
+            continue
+        try:
+            seen = datetime.datetime.fromisoformat(str(peer["lastseen"]))
+        except (KeyError, ValueError):
+            continue
+        if seen.tzinfo is None:
+            seen = seen.replace(tzinfo=datetime.UTC)
+        if seen + datetime.timedelta(seconds=int(peer.get("lifetime", 60))) > now:
+            return True
+    return False
+
+
+def standing_by(kopf_settings: kopf.OperatorSettings) -> bool:
+    if kopf_settings.peering.standalone:
+        return False
+    peering = kube.get("kopf.dev/v1", "ClusterKopfPeering", kopf_settings.peering.name, None)
+    return outranked(peering, kopf_settings.peering.priority, datetime.datetime.now(datetime.UTC))
+
+
+async def _compile_loop(changed: asyncio.Event, kopf_settings: kopf.OperatorSettings) -> None:
     while True:
         # Also every so often: provider key Secrets are not watched, and may change.
         with contextlib.suppress(TimeoutError):
@@ -184,6 +332,8 @@ async def _compile_loop(changed: asyncio.Event) -> None:
         await asyncio.sleep(settings.current().compile_debounce_s)
         changed.clear()
         try:
+            if await asyncio.to_thread(standing_by, kopf_settings):
+                continue  # the active replica compiles; Kopf wakes this one if it goes
             await asyncio.to_thread(compile_and_publish)
         except Exception:  # the loop must outlive any one failure; the next change retries
             logger.exception("compiling the gateway configuration failed")

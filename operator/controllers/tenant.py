@@ -14,54 +14,68 @@ from llmrouter.operator.api.common import GROUP, VERSION
 from llmrouter.operator.api.tenant import Tenant
 from llmrouter.operator.apikeys import fingerprint, generate_api_key
 from llmrouter.operator.controllers.compiler import request_compile
-from llmrouter.operator.controllers.conditions import condition
-from llmrouter.operator.render import (
-    API_KEY_LABEL,
-    TENANT_LABEL,
-    api_key_secret_name,
-    render_api_key_secret,
-)
+from llmrouter.operator.controllers.conditions import condition, merged
+from llmrouter.operator.names import label_value
+from llmrouter.operator.render import API_KEY_LABEL, TENANT_LABEL, render_api_key_secret
 
 ROTATE_ANNOTATION = "llmrouter.io/rotate-keys"
-"""Comma-separated key names to regenerate; each value is acted on once."""
-ROTATED_ANNOTATION = "llmrouter.io/rotated"
+"""Comma-separated key names to regenerate. Each value is acted on once and left in place
+(GitOps tools put back an annotation the operator deletes, rotating keys on every sync):
+to rotate again, change the value, e.g. add a date: ``ci-bot,2026-06-01``."""
+HANDLED_ANNOTATION = "llmrouter.io/rotated-for"
+"""On a key Secret: the rotate-keys value it was made for."""
 
 
 @kopf.on.resume(GROUP, VERSION, "tenants")
 @kopf.on.create(GROUP, VERSION, "tenants")
 @kopf.on.update(GROUP, VERSION, "tenants", field="spec")
 @kopf.on.update(GROUP, VERSION, "tenants", field=("metadata", "annotations", ROTATE_ANNOTATION))
-def reconcile(body: kopf.Body, meta: kopf.Meta, patch: kopf.Patch, logger: Any, **_: Any) -> None:
+def reconcile(
+    body: kopf.Body, meta: kopf.Meta, status: kopf.Status, patch: kopf.Patch, logger: Any, **_: Any
+) -> None:
+    generation = meta.get("generation")
     try:
         tenant = Tenant.model_validate(dict(body))
     except ValidationError as exc:
-        patch.status["conditions"] = [
-            condition("Ready", False, "InvalidSpec", str(exc), meta.get("generation"))
-        ]
+        patch.status["conditions"] = merged(
+            status.get("conditions"),
+            condition("Ready", False, "InvalidSpec", str(exc), generation),
+        )
         raise kopf.PermanentError(f"invalid spec: {exc}") from exc
     name, namespace = tenant.metadata.name, tenant.metadata.namespace
     existing = {
         s["metadata"]["labels"][API_KEY_LABEL]: s
         for s in kube.list_objects(
-            "v1", "Secret", namespace, f"{TENANT_LABEL}={name},{API_KEY_LABEL}"
+            "v1", "Secret", namespace, f"{TENANT_LABEL}={label_value(name)},{API_KEY_LABEL}"
         )
     }
-    rotate = {k.strip() for k in meta.get("annotations", {}).get(ROTATE_ANNOTATION, "").split(",")}
+    request = meta.get("annotations", {}).get(ROTATE_ANNOTATION, "")
+    rotate = {k.strip() for k in request.split(",")} - {""}
     statuses = []
     for key in tenant.spec.api_keys:
         secret = existing.get(key.name)
-        if secret is None or key.name in rotate:
+        handled = ((secret or {}).get("metadata", {}).get("annotations") or {}).get(
+            HANDLED_ANNOTATION
+        )
+        value = _readable_key(secret)
+        rotating = secret is not None and key.name in rotate and handled != request
+        if value is None or rotating:
             value = generate_api_key()
-            secret = render_api_key_secret(namespace, name, key.name, value)
-            kopf.adopt(secret, owner=body)
-            secret = kube.apply(secret)
-            logger.info("API key %s %s", key.name, "rotated" if key.name in rotate else "created")
-        else:
-            value = base64.b64decode(secret["data"]["apiKey"]).decode()
+            new = render_api_key_secret(namespace, name, key.name, value)
+            new["metadata"]["annotations"] = {HANDLED_ANNOTATION: request}
+            if secret is not None:
+                # Same Secret, new key: a second Secret would leave two keys of one name.
+                new["metadata"]["name"] = secret["metadata"]["name"]
+            kopf.adopt(new, owner=body)
+            what = "rotated" if rotating else ("created" if secret is None else "repaired")
+            secret = kube.apply(new)
+            logger.info("API key %s %s", key.name, what)
+        assert secret is not None
         statuses.append(
             {
                 "name": key.name,
-                "secretName": api_key_secret_name(name, key.name),
+                # Secrets made before names were hashed keep their name, and their key.
+                "secretName": secret["metadata"]["name"],
                 "fingerprint": fingerprint(value),
                 "createdAt": secret["metadata"].get("creationTimestamp")
                 or datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -73,10 +87,15 @@ def reconcile(body: kopf.Body, meta: kopf.Meta, patch: kopf.Patch, logger: Any, 
             kube.delete("v1", "Secret", secret["metadata"]["name"], namespace)
             logger.info("API key %s revoked", key_name)
     patch.status["apiKeys"] = statuses
-    patch.status["observedGeneration"] = meta.get("generation")
-    patch.status.setdefault(
-        "conditions", [condition("Ready", True, "KeysReconciled", "", meta.get("generation"))]
+    patch.status["observedGeneration"] = generation
+    patch.status["conditions"] = merged(
+        status.get("conditions"), condition("Ready", True, "KeysReconciled", "", generation)
     )
-    if rotate - {""}:
-        patch.metadata.setdefault("annotations", {})[ROTATE_ANNOTATION] = None
     request_compile()
+
+
+def _readable_key(secret: dict[str, Any] | None) -> str | None:
+    try:
+        return base64.b64decode((secret or {})["data"]["apiKey"], validate=True).decode()
+    except (KeyError, TypeError, ValueError):
+        return None

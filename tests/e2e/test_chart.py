@@ -37,6 +37,12 @@ def test_gateway_workers_must_be_a_number_of_processes() -> None:
     assert "gateway.workers: many is not a number of processes (1 or more)" in err.value.stderr
 
 
+def test_model_server_network_policies_are_on_unless_turned_off() -> None:
+    assert operator_env(helm_template("gw"))["LLMROUTER_MODEL_NETWORK_POLICY"] == "true"
+    off = operator_env(helm_template("gw", "modelServers.networkPolicy=false"))
+    assert off["LLMROUTER_MODEL_NETWORK_POLICY"] == "false"
+
+
 def test_gateway_max_in_flight_reaches_the_operator() -> None:
     env = operator_env(helm_template("gw", "gateway.maxInFlight=64"))
     assert env["LLMROUTER_GATEWAY_MAX_IN_FLIGHT"] == "64"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
@@ -20,10 +21,12 @@ from kubernetes import client
 from kubernetes.config import kube_config
 
 from llmrouter.gateway.app import create_app
+from llmrouter.gateway.config import hash_api_key
 from llmrouter.gateway.credentials import MappingCredentials
 from llmrouter.gateway.settings import GatewaySettings
 from llmrouter.gateway.store import ConfigStore
 from llmrouter.incluster import config_watcher, credentials_watcher
+from llmrouter.operator.names import api_key_secret_name, provider_copy_name, server_key_secret_name
 from tests.e2e.kube_fixtures import (
     admin_client,
     control_plane,
@@ -105,12 +108,28 @@ def external(name: str, base_url: str, model: str) -> dict[str, Any]:
     }
 
 
-def key_of(secret_name: str) -> str | None:
+def key_of(tenant: str, key: str, namespace: str = "default") -> str | None:
+    """The API key the operator made for ``key`` of ``tenant``."""
     try:
-        secret = client.CoreV1Api(ADMIN).read_namespaced_secret(secret_name, "default")
+        secret = client.CoreV1Api(ADMIN).read_namespaced_secret(
+            api_key_secret_name(tenant, key), namespace
+        )
     except client.exceptions.ApiException:
         return None
     return base64.b64decode((secret.data or {})["apiKey"]).decode()
+
+
+def published() -> dict[str, Any]:
+    """The gateway configuration the operator published last."""
+    secret = client.CoreV1Api(ADMIN).read_namespaced_secret("llmrouter-gateway-config", "llmrouter")
+    found: dict[str, Any] = json.loads(base64.b64decode((secret.data or {})["config.json"]))
+    return found
+
+
+def conditions_of(plural: str, name: str, namespace: str = "default") -> dict[str, Any]:
+    found = custom().get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+    assert isinstance(found, dict)
+    return {c["type"]: c for c in found.get("status", {}).get("conditions", [])}
 
 
 def status_code(gateway: str, key: str, model: str = "chat") -> int:
@@ -141,7 +160,7 @@ async def test_apply_tenant_use_key_then_revoke_it(gateway: str, llama_chat: Lla
             GROUP, VERSION, "default", "modeldeployments", external(name, url, model)
         )
     apply_file(REPO / "examples" / "tenant.yaml")
-    key = await wait(lambda: key_of("llmrouter-key-acme-ci-bot"))
+    key = await wait(lambda: key_of("acme", "ci-bot"))
     assert key.startswith("llmr_")
     await wait(lambda: status_code(gateway, key) == 200)
 
@@ -160,7 +179,7 @@ async def test_apply_tenant_use_key_then_revoke_it(gateway: str, llama_chat: Lla
         {"spec": {"apiKeys": [{"name": "dashboards", "role": "analyst"}]}},
     )
     await wait(lambda: status_code(gateway, key) == 401)
-    await wait(lambda: key_of("llmrouter-key-acme-ci-bot") is None)
+    await wait(lambda: key_of("acme", "ci-bot") is None)
 
 
 async def test_rotation_by_annotation(gateway: str, llama_chat: LlamaServer) -> None:
@@ -171,7 +190,7 @@ async def test_rotation_by_annotation(gateway: str, llama_chat: LlamaServer) -> 
         "spec": {"models": ["chat"], "apiKeys": [{"name": "k", "role": "user"}]},
     }
     custom().create_namespaced_custom_object(GROUP, VERSION, "default", "tenants", body)
-    old = await wait(lambda: key_of("llmrouter-key-rot-k"))
+    old = await wait(lambda: key_of("rot", "k"))
     await wait(lambda: status_code(gateway, old) == 200)
     custom().patch_namespaced_custom_object(
         GROUP,
@@ -181,9 +200,32 @@ async def test_rotation_by_annotation(gateway: str, llama_chat: LlamaServer) -> 
         "rot",
         {"metadata": {"annotations": {"llmrouter.io/rotate-keys": "k"}}},
     )
-    new = await wait(lambda: (k := key_of("llmrouter-key-rot-k")) != old and k)
+    new = await wait(lambda: (k := key_of("rot", "k")) != old and k)
     await wait(lambda: status_code(gateway, new) == 200)
     assert await asyncio.to_thread(status_code, gateway, old) == 401
+    # The request stays, as GitOps tools keep it; it is recorded as handled, so later
+    # reconciles (here a spec change) do not rotate again.
+    assert tenant("rot")["metadata"]["annotations"]["llmrouter.io/rotate-keys"] == "k"
+    custom().patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        "default",
+        "tenants",
+        "rot",
+        {"spec": {"apiKeys": [{"name": "k", "role": "user"}, {"name": "k2", "role": "user"}]}},
+    )
+    await wait(lambda: key_of("rot", "k2"))
+    assert key_of("rot", "k") == new
+    # A new value asks again.
+    custom().patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        "default",
+        "tenants",
+        "rot",
+        {"metadata": {"annotations": {"llmrouter.io/rotate-keys": "k,2"}}},
+    )
+    await wait(lambda: key_of("rot", "k") not in (old, new))
 
 
 def test_llamacpp_model_gets_deployment_service_and_status(operator: None) -> None:
@@ -207,6 +249,34 @@ def test_llamacpp_model_gets_deployment_service_and_status(operator: None) -> No
     service = eventually(lambda: core.read_namespaced_service("llama", "default")).to_dict()
     assert service["spec"]["ports"][0]["port"] == 8080
 
+    # Its servers take only gateway traffic: a key only the gateway has, and a policy.
+    env = deployment.spec.template.spec.containers[0].env
+    assert [(e.name, e.value_from.secret_key_ref.name) for e in env] == [
+        ("LLAMA_API_KEY", server_key_secret_name("llama"))
+    ]
+    server_key = core.read_namespaced_secret(server_key_secret_name("llama"), "default").to_dict()
+    assert server_key["metadata"]["owner_references"][0]["name"] == "llama"
+    copy = eventually(
+        lambda: core.read_namespaced_secret(
+            provider_copy_name("default", server_key_secret_name("llama")), "llmrouter"
+        )
+    )
+    assert copy.data == server_key["data"]
+    networking = client.NetworkingV1Api(ADMIN)
+    policy = networking.read_namespaced_network_policy("llama", "default").to_dict()["spec"]
+    peer = policy["ingress"][0]["_from"][0]
+    assert peer["namespace_selector"]["match_labels"] == {
+        "kubernetes.io/metadata.name": "llmrouter"
+    }
+    assert peer["pod_selector"]["match_labels"]["app.kubernetes.io/component"] == "gateway"
+    assert policy["pod_selector"]["match_labels"] == {"llmrouter.io/model": "llama"}
+    [upstream] = eventually(lambda: published()["models"]["llama"]["upstreams"])
+    assert upstream["credential"] == {
+        "secret": server_key_secret_name("llama"),
+        "key": "apiKey",
+        "namespace": "default",
+    }
+
     def ready() -> bool:
         found = custom().get_namespaced_custom_object(
             GROUP, VERSION, "default", "modeldeployments", "llama"
@@ -224,6 +294,155 @@ def test_llamacpp_model_gets_deployment_service_and_status(operator: None) -> No
         ),
         60,
     )
+    # The gateway's copy of its key goes with it.
+    copy_name = provider_copy_name("default", server_key_secret_name("llama"))
+    eventually(
+        lambda: (
+            copy_name
+            not in [
+                s.metadata.name
+                for s in core.list_namespaced_secret("llmrouter").items
+                if s.metadata
+            ]
+        )
+    )
+
+
+def create_namespace(name: str) -> None:
+    client.CoreV1Api(ADMIN).create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name))
+    )
+
+
+def served_by(name: str) -> str | None:
+    config = published()
+    target = config["aliases"].get(name, name)
+    route = config["models"].get(target)
+    return route["source"] if route else None
+
+
+def test_a_newer_model_in_another_namespace_cannot_take_a_name(operator: None) -> None:
+    victim = external("hijack-victim", "https://victim.example/v1", "m")
+    victim["spec"]["aliases"] = ["hijacked-alias"]
+    custom().create_namespaced_custom_object(GROUP, VERSION, "default", "modeldeployments", victim)
+    eventually(lambda: served_by("hijacked-alias") == "ModelDeployment default/hijack-victim")
+    create_namespace("intruder")
+    # Namespace and name sort before the victim's: alphabetical order once gave it the names.
+    thief = external("a-thief", "https://thief.example/v1", "m")
+    thief["spec"]["servedName"] = "hijack-victim"
+    alias_thief = external("a-alias-thief", "https://thief.example/v1", "m")
+    alias_thief["spec"]["aliases"] = ["hijacked-alias"]
+    for body in (thief, alias_thief):
+        custom().create_namespaced_custom_object(
+            GROUP, VERSION, "intruder", "modeldeployments", body
+        )
+    conflict = eventually(
+        lambda: conditions_of("modeldeployments", "a-thief", "intruder").get("Conflict")
+    )
+    assert conflict["status"] == "True"
+    assert "already claimed by ModelDeployment default/hijack-victim" in conflict["message"]
+    found = eventually(
+        lambda: conditions_of("modeldeployments", "a-alias-thief", "intruder").get("Conflict")
+    )
+    assert found["status"] == "True" and "spec.aliases[0]" in found["message"]
+    assert served_by("hijack-victim") == "ModelDeployment default/hijack-victim"
+    assert served_by("hijacked-alias") == "ModelDeployment default/hijack-victim"
+    # The alias thief keeps its own name; the name thief is left out.
+    assert served_by("a-alias-thief") == "ModelDeployment intruder/a-alias-thief"
+    compiled = conditions_of("modeldeployments", "hijack-victim")["Compiled"]
+    assert compiled["status"] == "True"
+
+
+def test_broken_objects_drop_only_themselves_and_revocation_still_applies(
+    operator: None,
+) -> None:
+    core = client.CoreV1Api(ADMIN)
+    typo = external("cascade-model", "https://m.example/v1", "m")
+    typo["spec"]["fallbacks"] = ["no-such-fallback"]
+    # A Secret name of 253 characters: its copy's name once went over the limit and
+    # stopped every compile.
+    long_secret = "s" * 253
+    core.create_namespaced_secret(
+        "default",
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name=long_secret), string_data={"token": "sk-long"}
+        ),
+    )
+    typo["spec"]["external"]["apiKeySecretRef"] = {"name": long_secret, "key": "token"}
+    custom().create_namespaced_custom_object(GROUP, VERSION, "default", "modeldeployments", typo)
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Tenant",
+        "metadata": {"name": "cascade"},
+        "spec": {
+            "models": ["no-such-model", "cascade-model"],
+            "apiKeys": [{"name": "keep"}, {"name": "revoke"}, {"name": "broken"}],
+        },
+    }
+    custom().create_namespaced_custom_object(GROUP, VERSION, "default", "tenants", body)
+    keys = {k: eventually(lambda k=k: key_of("cascade", k)) for k in ("keep", "revoke", "broken")}
+    # A labelled key Secret without its key: that key alone is left out.
+    core.patch_namespaced_secret(
+        api_key_secret_name("cascade", "broken"), "default", {"data": {"apiKey": None}}
+    )
+
+    def reported() -> Any:
+        found = conditions_of("tenants", "cascade").get("Compiled")
+        return found if found and "apiKeys[broken]" in found["message"] else None
+
+    compiled = eventually(reported)
+    assert compiled["status"] == "False"
+    assert "spec.models[0]: unknown model 'no-such-model'" in compiled["message"]
+    config = published()
+    assert config["tenants"]["default/cascade"]["models"] == ["cascade-model"]
+    assert config["models"]["cascade-model"]["fallbacks"] == []
+    hashes = config["api_keys"]
+    assert hash_api_key(keys["keep"]) in hashes and hash_api_key(keys["revoke"]) in hashes
+    assert hash_api_key(keys["broken"]) not in hashes
+    copies = core.list_namespaced_secret("llmrouter").to_dict()["items"]
+    assert any(
+        (c["metadata"]["annotations"] or {}).get("llmrouter.io/source-name") == long_secret
+        for c in copies
+    )
+    fallback = conditions_of("modeldeployments", "cascade-model")["Compiled"]
+    assert "spec.fallbacks[0]: unknown model 'no-such-fallback'" in fallback["message"]
+
+    # Break it again just before a revocation: the revocation is published all the same.
+    custom().patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        "default",
+        "tenants",
+        "cascade",
+        {"spec": {"apiKeys": [{"name": "keep"}, {"name": "broken"}]}},
+    )
+    eventually(lambda: hash_api_key(keys["revoke"]) not in published()["api_keys"])
+    assert hash_api_key(keys["keep"]) in published()["api_keys"]
+
+
+def test_key_secret_names_do_not_collide_and_long_tenant_names_work(operator: None) -> None:
+    long_name = "t" * 120
+    for name, key in (("a-b", "c"), ("a", "b-c"), (long_name, "k")):
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Tenant",
+            "metadata": {"name": name},
+            "spec": {"models": ["*"], "apiKeys": [{"name": key}]},
+        }
+        custom().create_namespaced_custom_object(GROUP, VERSION, "default", "tenants", body)
+    first = eventually(lambda: key_of("a-b", "c"))
+    second = eventually(lambda: key_of("a", "b-c"))
+    third = eventually(lambda: key_of(long_name, "k"))
+    assert len({first, second, third}) == 3
+
+    def owners() -> Any:
+        keys = published()["api_keys"]
+        found = [keys.get(hash_api_key(k), {}).get("tenant") for k in (first, second, third)]
+        return found if None not in found else None
+
+    assert eventually(owners) == ["default/a-b", "default/a", f"default/{long_name}"]
+    status = tenant(long_name)["status"]
+    assert status["apiKeys"][0]["secretName"] == api_key_secret_name(long_name, "k")
 
 
 def test_an_uncompilable_tenant_gets_a_condition_and_holds_back_no_one(operator: None) -> None:
@@ -242,9 +461,9 @@ def test_an_uncompilable_tenant_gets_a_condition_and_holds_back_no_one(operator:
     found = eventually(condition)
     assert found["status"] == "False"
     assert "spec.models[0]: unknown model 'no-such-model'" in found["message"]
-    secret = client.CoreV1Api(ADMIN).read_namespaced_secret("llmrouter-gateway-config", "llmrouter")
-    config = base64.b64decode((secret.data or {})["config.json"]).decode()
-    assert "default/rot" in config and "default/lost" not in config
+    # Only the broken reference is left out: the Tenant stays, with no model to call.
+    tenants = published()["tenants"]
+    assert "default/rot" in tenants and tenants["default/lost"]["models"] == []
 
 
 def allowed(
@@ -275,6 +494,12 @@ def test_least_privilege(operator: None) -> None:
     assert not allowed("llmrouter-operator", "update", "tenants", group="llmrouter.io")
     assert not allowed("llmrouter-operator", "delete", "deployments", "default", "apps")
     assert not allowed("llmrouter-operator", "create", "pods", "default")
+    assert allowed(
+        "llmrouter-operator", "create", "networkpolicies", "default", "networking.k8s.io"
+    )
+    assert not allowed(
+        "llmrouter-operator", "delete", "networkpolicies", "default", "networking.k8s.io"
+    )
 
 
 async def test_provider_key_from_a_secret_reaches_the_provider(
@@ -297,11 +522,11 @@ async def test_provider_key_from_a_secret_reaches_the_provider(
         "spec": {"models": ["secured"], "apiKeys": [{"name": "k"}]},
     }
     custom().create_namespaced_custom_object(GROUP, VERSION, "default", "tenants", tenant_body)
-    key = await wait(lambda: key_of("llmrouter-key-cred-k"))
+    key = await wait(lambda: key_of("cred", "k"))
     await wait(lambda: status_code(gateway, key, "secured") == 200)
     assert upstream.seen[-1].headers["Authorization"] == "Bearer sk-secret-1"
     # The gateway's namespace holds a copy; the gateway never reads other namespaces.
-    copy = core.read_namespaced_secret("llmrouter-provider-default-provider-key", "llmrouter")
+    copy = core.read_namespaced_secret(provider_copy_name("default", "provider-key"), "llmrouter")
     assert set(copy.data or {}) == {"token"}
 
 
@@ -318,7 +543,7 @@ async def test_tenant_status_shows_this_months_usage_and_budget(
         "spec": {"models": ["priced"], "budget": {"monthlyUSD": "10"}, "apiKeys": [{"name": "k"}]},
     }
     custom().create_namespaced_custom_object(GROUP, VERSION, "default", "tenants", body)
-    key = await wait(lambda: key_of("llmrouter-key-paying-k"))
+    key = await wait(lambda: key_of("paying", "k"))
     await wait(lambda: status_code(gateway, key, "priced") == 200)
     assert await asyncio.to_thread(status_code, gateway, key, "priced") == 200
 

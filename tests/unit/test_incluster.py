@@ -38,3 +38,11 @@ def test_credentials_follow_their_secret() -> None:
     _replace_credentials(creds, ("team", "openai"), {"other": "x"})
     assert creds.get(ref) is None
     assert creds.get(CredentialRef(secret="openai", key="apiKey")) is None  # other namespace
+
+
+def test_removing_a_copy_under_a_former_name_keeps_the_credential() -> None:
+    from llmrouter.incluster import stale_copy
+    from llmrouter.operator.names import provider_copy_name
+
+    assert stale_copy("llmrouter-provider-team-openai", ("team", "openai"))
+    assert not stale_copy(provider_copy_name("team", "openai"), ("team", "openai"))

@@ -5,16 +5,27 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import re
 from typing import Any
 
 from llmrouter.operator.api import ModelDeployment
 from llmrouter.operator.compile import Resources, compile_config
+from llmrouter.operator.names import (
+    api_key_secret_name,
+    label_value,
+    provider_copy_name,
+    server_key_secret_name,
+)
 from llmrouter.operator.render import (
     render_api_key_secret,
     render_deployment,
     render_gateway_config_secret,
+    render_gateway_deployment,
+    render_network_policy,
+    render_server_key_secret,
     render_service,
 )
+from llmrouter.operator.settings import OperatorSettings
 
 
 def md(**llamacpp: Any) -> ModelDeployment:
@@ -78,6 +89,15 @@ def test_deployment_from_url() -> None:
         "limits": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"},
     }
     assert c["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    # The key comes from the environment, not the command line that `ps` shows.
+    assert c["env"] == [
+        {
+            "name": "LLAMA_API_KEY",
+            "valueFrom": {
+                "secretKeyRef": {"name": server_key_secret_name("llama"), "key": "apiKey"}
+            },
+        }
+    ]
 
 
 def test_deployment_from_pvc_mounts_read_only_and_fetches_nothing() -> None:
@@ -109,7 +129,8 @@ def test_service_selects_the_deployment_pods() -> None:
 
 def test_key_secret_and_config_secret() -> None:
     secret = render_api_key_secret("acme-ns", "acme", "ci", "llmr_abc")
-    assert secret["metadata"]["name"] == "llmrouter-key-acme-ci"
+    assert secret["metadata"]["name"] == api_key_secret_name("acme", "ci")
+    assert secret["metadata"]["name"].startswith("llmrouter-key-acme-ci-")
     assert base64.b64decode(secret["data"]["apiKey"]) == b"llmr_abc"
     config = compile_config(Resources(models=[md()]))
     rendered = render_gateway_config_secret("llmrouter-gateway-config", "llmrouter", config)
@@ -161,9 +182,76 @@ def test_provider_secret_copy_keeps_every_named_key() -> None:
     from llmrouter.operator.render import render_provider_secret_copy
 
     copy = render_provider_secret_copy("gw", "team", "openai", {"b": "Yg==", "a": "YQ=="})
-    assert copy["metadata"]["name"] == "llmrouter-provider-team-openai"
+    assert copy["metadata"]["name"] == provider_copy_name("team", "openai")
     assert copy["metadata"]["annotations"] == {
         "llmrouter.io/source-namespace": "team",
         "llmrouter.io/source-name": "openai",
     }
     assert copy["data"] == {"a": "YQ==", "b": "Yg=="}
+
+
+def test_server_key_secret_is_the_one_the_deployment_reads() -> None:
+    secret = render_server_key_secret(md(), "llmr_server")
+    ref = render_deployment(md())["spec"]["template"]["spec"]["containers"][0]["env"][0]
+    assert secret["metadata"]["name"] == ref["valueFrom"]["secretKeyRef"]["name"]
+    assert secret["metadata"]["namespace"] == "ml"
+    assert secret["metadata"]["labels"]["llmrouter.io/server-key"] == "true"
+    assert secret["data"] == {"apiKey": base64.b64encode(b"llmr_server").decode()}
+
+
+def test_network_policy_admits_only_gateway_pods() -> None:
+    policy = render_network_policy(md(), "gw")
+    assert policy["metadata"]["namespace"] == "ml"
+    assert policy["spec"] == {
+        "podSelector": {"matchLabels": {"llmrouter.io/model": "llama"}},
+        "policyTypes": ["Ingress"],
+        "ingress": [
+            {
+                "from": [
+                    {
+                        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gw"}},
+                        "podSelector": {
+                            "matchLabels": {
+                                "app.kubernetes.io/component": "gateway",
+                                "app.kubernetes.io/name": "llmrouter",
+                            }
+                        },
+                    }
+                ],
+                "ports": [{"protocol": "TCP", "port": 8080}],
+            }
+        ],
+    }
+    # The gateway pods the operator runs are the ones it admits.
+    gateway = render_gateway_deployment(OperatorSettings(namespace="gw"))
+    labels = gateway["spec"]["template"]["metadata"]["labels"]
+    selector = policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]
+    assert selector.items() <= labels.items()
+    pods = render_deployment(md())["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pods.items()
+
+
+def test_derived_names_never_collide_and_fit() -> None:
+    # Joined with "-", these two pairs used to give one Secret name.
+    assert api_key_secret_name("a-b", "c") != api_key_secret_name("a", "b-c")
+    assert provider_copy_name("a-b", "c") != provider_copy_name("a", "b-c")
+    long = "t" * 253
+    for name in (
+        api_key_secret_name(long, "k" * 63),
+        provider_copy_name("n" * 63, long),
+        server_key_secret_name(long),
+    ):
+        assert len(name) <= 253
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name)
+    assert api_key_secret_name(long, "a") != api_key_secret_name(long, "b")
+
+
+def test_label_values_fit_and_stay_distinct() -> None:
+    assert label_value("acme") == "acme"
+    long_a, long_b = "x" * 100 + "a", "x" * 100 + "b"
+    for value in (label_value(long_a), label_value(long_b)):
+        assert len(value) <= 63
+        assert re.fullmatch(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?", value)
+    assert label_value(long_a) != label_value(long_b)
+    secret = render_api_key_secret("ns", "y" * 253, "k", "llmr_abc")
+    assert secret["metadata"]["labels"]["llmrouter.io/tenant"] == label_value("y" * 253)

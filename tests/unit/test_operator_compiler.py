@@ -1,0 +1,153 @@
+"""The operator's compile step around the pure compiler: what it reads from Secrets and
+how it reports, with the Kubernetes calls replaced by what a cluster would answer."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+
+from llmrouter.gateway.config import hash_api_key
+from llmrouter.operator import kube
+from llmrouter.operator.api import Tenant
+from llmrouter.operator.compile import Problem
+from llmrouter.operator.controllers import compiler
+from llmrouter.operator.controllers.conditions import condition, merged
+
+
+def tenant(name: str, keys: list[str]) -> Tenant:
+    return Tenant.model_validate(
+        {
+            "apiVersion": "llmrouter.io/v1alpha1",
+            "kind": "Tenant",
+            "metadata": {"name": name, "namespace": "team"},
+            "spec": {"models": ["*"], "apiKeys": [{"name": k} for k in keys]},
+        }
+    )
+
+
+def key_secret(tenant: str, key: str, data: dict[str, str]) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": f"s-{tenant}-{key}",
+            "namespace": "team",
+            "labels": {"llmrouter.io/tenant": tenant, "llmrouter.io/api-key": key},
+        },
+        "data": data,
+    }
+
+
+def b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def test_a_broken_key_secret_leaves_out_that_key_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    secrets = [
+        key_secret("acme", "good", {"apiKey": b64(b"llmr_good_key_0000000")}),
+        key_secret("acme", "empty", {"other": b64(b"x")}),
+        key_secret("acme", "binary", {"apiKey": b64(b"\xff\xfe")}),
+        key_secret("gone", "k", {"apiKey": b64(b"llmr_orphan_key_00000")}),
+    ]
+    monkeypatch.setattr(kube, "list_objects", lambda *a, **kw: secrets)
+    problems: list[Problem] = []
+    hashes = compiler._key_hashes([tenant("acme", ["good", "empty", "binary"])], problems)
+    assert hashes == {("team/acme", "good"): hash_api_key("llmr_good_key_0000000")}
+    assert sorted((p.ref, p.field, p.left_out) for p in problems) == [
+        ("Tenant team/acme", "spec.apiKeys[binary]", "field"),
+        ("Tenant team/acme", "spec.apiKeys[empty]", "field"),
+    ]
+    assert "s-acme-empty has no apiKey" in " ".join(p.message for p in problems)
+
+
+def test_key_secrets_of_a_long_tenant_name_are_found_by_their_hashed_label(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from llmrouter.operator.render import render_api_key_secret
+
+    long = tenant("t" * 200, ["k"])
+    secret = render_api_key_secret("team", long.metadata.name, "k", "llmr_long_tenant_key_0")
+    monkeypatch.setattr(kube, "list_objects", lambda *a, **kw: [secret])
+    hashes = compiler._key_hashes([long], [])
+    assert hashes == {(long.tenant_id, "k"): hash_api_key("llmr_long_tenant_key_0")}
+
+
+def test_conditions_keep_their_transition_time_while_their_status_holds() -> None:
+    old = condition("Compiled", True, "Compiled")
+    old["lastTransitionTime"] = "2026-01-01T00:00:00Z"
+    ready = condition("Ready", True, "Available")
+    again = merged([old, ready], condition("Compiled", True, "Compiled"))
+    assert again == [old, ready]  # equal: no write is needed
+    flipped = merged([old, ready], condition("Compiled", False, "LeftOut", "x"))
+    assert flipped[0]["lastTransitionTime"] != "2026-01-01T00:00:00Z"
+    assert flipped[1] == ready  # another writer's condition stays
+
+
+def test_report_writes_only_what_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    writes: list[tuple[str, dict[str, Any], str | None]] = []
+
+    def patch_status(
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str,
+        status: dict[str, Any],
+        resource_version: str | None = None,
+    ) -> None:
+        writes.append((name, status, resource_version))
+
+    monkeypatch.setattr(kube, "patch_status", patch_status)
+    md = {
+        "kind": "ModelDeployment",
+        "metadata": {"name": "m", "namespace": "team", "generation": 1, "resourceVersion": "7"},
+    }
+    conflict = Problem("ModelDeployment team/m", "spec.aliases[0]", "taken", "field", True)
+    compiler.report({"ModelDeployment team/m": md}, [conflict])
+    [(name, status, version)] = writes
+    assert name == "m"
+    assert version == "7"  # not over a newer write of another condition
+    by_type = {c["type"]: c for c in status["conditions"]}
+    assert (by_type["Compiled"]["status"], by_type["Compiled"]["reason"]) == (
+        "False",
+        "PartlyLeftOut",
+    )
+    assert (by_type["Conflict"]["status"], by_type["Conflict"]["reason"]) == (
+        "True",
+        "NameClaimed",
+    )
+    assert by_type["Conflict"]["message"] == "spec.aliases[0]: taken"
+    written = {**md, "status": status}
+    compiler.report({"ModelDeployment team/m": written}, [conflict])
+    assert len(writes) == 1  # nothing changed, nothing written
+    compiler.report({"ModelDeployment team/m": written}, [])
+    assert {c["type"]: c["status"] for c in writes[-1][1]["conditions"]} == {
+        "Compiled": "True",
+        "Conflict": "False",
+    }
+
+
+def test_operator_replicas_get_distinct_priorities_the_earliest_highest() -> None:
+    from llmrouter.operator.main import peering_priority
+
+    first, later = peering_priority(1_800_000_000, 999_999), peering_priority(1_800_000_001, 0)
+    assert first > later
+    # Same second: the random part still tells them apart.
+    assert peering_priority(1_800_000_000, 1) != peering_priority(1_800_000_000, 2)
+    assert 0 < later < 2**63  # a Kubernetes integer
+
+
+def test_a_standby_replica_leaves_compiling_to_the_live_one_above_it() -> None:
+    import datetime
+
+    now = datetime.datetime(2026, 6, 1, 12, 0, tzinfo=datetime.UTC)
+    peering = {
+        "status": {
+            "leader@1": {"priority": 20, "lifetime": 30, "lastseen": "2026-06-01T11:59:50+00:00"},
+            "old@2": {"priority": 99, "lifetime": 30, "lastseen": "2026-06-01T11:00:00+00:00"},
+        }
+    }
+    assert compiler.outranked(peering, 10, now)
+    assert not compiler.outranked(peering, 20, now)  # itself, or below: active
+    # Once the leader's lifetime runs out without a keep-alive, the standby takes over.
+    assert not compiler.outranked(peering, 10, now + datetime.timedelta(seconds=21))
+    assert not compiler.outranked(None, 10, now)
