@@ -24,6 +24,11 @@ IDLE_CONNECTIONS_S = 1.0
 """How long, once nothing is in flight, idle kept-alive connections may still bring one
 more request (answered with ``Connection: close``) before they are closed."""
 
+LISTEN_BACKLOG = 4096
+"""Connections the kernel holds until they are accepted (capped by net.core.somaxconn).
+With aiohttp's 128, a burst overflowed it: the kernel dropped connection attempts, which
+clients retried 1, 3, 7… s later, instead of reaching the gateway and its quick 503."""
+
 _POLL_S = 0.05
 
 
@@ -38,7 +43,9 @@ async def serve(
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.5)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port)
+        site = web.TCPSite(
+            runner, settings.host, settings.port, reuse_port=reuse_port, backlog=LISTEN_BACKLOG
+        )
         await site.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
