@@ -105,6 +105,8 @@ async def handle_model_request(request: web.Request, operation: Operation) -> we
         return answer
     except GatewayError as exc:
         outcome.status = exc.status
+        if trial is not None:  # a failure says which variant failed, as an answer would
+            exc.headers = {**(exc.headers or {}), EXPERIMENT_HEADER: trial.label}
         raise
     except (asyncio.CancelledError, ConnectionResetError):
         outcome.status = CLIENT_CLOSED

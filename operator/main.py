@@ -8,9 +8,9 @@ from typing import Any
 
 import kopf
 
-from llmrouter.operator.controllers import compiler, modeldeployment, tenant, usage
+from llmrouter.operator.controllers import compiler, experiment, modeldeployment, tenant, usage
 
-__all__ = ["compiler", "modeldeployment", "tenant", "usage"]
+__all__ = ["compiler", "experiment", "modeldeployment", "tenant", "usage"]
 
 PEERING_LIFETIME_S = 30
 """How long a replica that died without a word counts as alive: the longest a standby

@@ -73,6 +73,12 @@ class OperatorSettings:
     )
     """How often each Tenant's status.usage is refreshed from the shared state (Redis)."""
 
+    experiment_interval_s: float = field(
+        default_factory=lambda: float(os.environ.get("LLMROUTER_EXPERIMENT_INTERVAL", "10"))
+    )
+    """How often Experiments are looked at; each is analysed when its spec.analysis.interval
+    has passed since the last time."""
+
 
 @functools.cache
 def current() -> OperatorSettings:

@@ -45,7 +45,7 @@ class VariantOverrides(SpecModel):
 
 
 class Variant(SpecModel):
-    name: Annotated[str, Field(pattern=VARIANT_NAME)]
+    name: Annotated[str, Field(pattern=VARIANT_NAME, max_length=32)]
     model: ModelName
     weight: Annotated[int, Field(ge=0, le=10_000)] = 1
     overrides: VariantOverrides = Field(default_factory=VariantOverrides)
@@ -100,10 +100,6 @@ class ExperimentSpec(
                     "message": "at least one variant needs a weight above zero",
                 },
                 {
-                    "rule": "self.variants.all(a, self.variants.exists_one(b, b.name == a.name))",
-                    "message": "variant names must be unique",
-                },
-                {
                     "rule": "(has(self.unit) && self.unit == 'header') == has(self.unitHeader)",
                     "message": "unitHeader is required with unit: header, and only then",
                 },
@@ -123,8 +119,12 @@ class ExperimentSpec(
         "the API key, a header's value (unitHeader), or each request.",
     )
     unit_header: Annotated[str, Field(pattern=HEADER_NAME)] | None = None
-    variants: list[Variant] = Field(min_length=2, max_length=10)
-    control: Annotated[str, Field(pattern=VARIANT_NAME)]
+    variants: list[Variant] = Field(
+        min_length=2,
+        max_length=10,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    control: Annotated[str, Field(pattern=VARIANT_NAME, max_length=32)]
     exposure_percent: Annotated[int, Field(ge=0, le=100)] = 100
     metrics: Metrics
     analysis: Analysis = Field(default_factory=Analysis)

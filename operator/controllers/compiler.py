@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from llmrouter.gateway.config import GatewayConfig, hash_api_key
 from llmrouter.operator import kube, settings
 from llmrouter.operator.api.common import API_VERSION, GROUP, VERSION
+from llmrouter.operator.api.experiment import Experiment
 from llmrouter.operator.api.modeldeployment import ModelDeployment
 from llmrouter.operator.api.tenant import Tenant
 from llmrouter.operator.compile import Problem, Resources, compile_resources, incumbents
@@ -85,10 +86,18 @@ def read_resources() -> Read:
         except ValidationError:
             continue
         read.objects[models[-1].ref] = item
+    experiments = []
+    for item in kube.list_objects(API_VERSION, "Experiment"):
+        try:
+            experiments.append(Experiment.model_validate(item))
+        except ValidationError:
+            continue
+        read.objects[experiments[-1].ref] = item
     read.published = kube.get("v1", "Secret", ours.config_secret, ours.namespace)
     read.resources = Resources(
         tenants=tenants,
         models=models,
+        experiments=experiments,
         api_key_hashes=_key_hashes(tenants, read.problems),
         incumbents=_published_names(read.published),
         model_server_keys=True,

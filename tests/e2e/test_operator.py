@@ -8,6 +8,7 @@ import asyncio
 import base64
 import json
 import os
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -57,6 +58,7 @@ def operator(control_plane: ControlPlane, redis_server: RedisServer) -> Iterator
     global ADMIN
     os.environ["LLMROUTER_STATE_URL"] = redis_server.url
     os.environ["LLMROUTER_USAGE_INTERVAL"] = "0.5"
+    os.environ["LLMROUTER_EXPERIMENT_INTERVAL"] = "0.5"
     ADMIN = admin_client(control_plane)
     client.CoreV1Api(ADMIN).create_namespace(
         client.V1Namespace(metadata=client.V1ObjectMeta(name="llmrouter"))
@@ -559,3 +561,117 @@ async def test_tenant_status_shows_this_months_usage_and_budget(
         cost == (Decimal(used["inputTokens"]) * 1000 + Decimal(used["outputTokens"]) * 2000) / 10**6
     )
     assert Decimal(status["budgetRemainingUSD"]) == 10 - cost
+
+
+async def test_an_experiment_reaches_a_verdict_and_rolls_back_a_failing_variant(
+    gateway: str, llama_chat: LlamaServer
+) -> None:
+    # control: the real llama-server; candidate: a server that refuses every connection
+    for name, url in (("exp-good", llama_chat.url), ("exp-bad", "http://127.0.0.1:9/v1")):
+        custom().create_namespaced_custom_object(
+            GROUP, VERSION, "default", "modeldeployments", external(name, url, "tiny")
+        )
+    custom().create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        "default",
+        "tenants",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Tenant",
+            "metadata": {"name": "trial"},
+            "spec": {"models": ["exp-good", "exp-bad"], "apiKeys": [{"name": "k"}]},
+        },
+    )
+    experiment = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Experiment",
+        "metadata": {"name": "swap"},
+        "spec": {
+            "model": "exp-good",
+            "tenants": ["trial"],
+            "unit": "request",
+            "variants": [
+                {"name": "control", "model": "exp-good", "weight": 50},
+                {"name": "candidate", "model": "exp-bad", "weight": 50},
+            ],
+            "control": "control",
+            "metrics": {
+                "primary": {"name": "latency"},
+                "guardrails": [{"name": "errorRate", "margin": "0.01"}],
+            },
+            "analysis": {"minUnitsPerVariant": 15, "interval": "1s"},
+            "policy": {"onHarm": "Rollback"},
+        },
+    }
+    custom().create_namespaced_custom_object(GROUP, VERSION, "default", "experiments", experiment)
+    key = await wait(lambda: key_of("trial", "k"))
+    await wait(lambda: "default/swap" in published().get("experiments", {}))
+
+    async def send(n: int) -> Counter[str]:
+        seen: Counter[str] = Counter()
+        async with httpx.AsyncClient(timeout=30) as http:
+            for _ in range(n):
+                resp = await http.post(
+                    f"{gateway}/v1/chat/completions",
+                    json={
+                        "model": "exp-good",
+                        "max_tokens": 4,
+                        "messages": [{"role": "user", "content": "hi"}],
+                    },
+                    headers={"Authorization": f"Bearer {key}"},
+                )
+                seen[f"{resp.headers.get('x-llmrouter-experiment')} {resp.status_code}"] += 1
+        return seen
+
+    split = await send(80)
+    assert (
+        split["swap/control 200"] > 15
+        and sum(
+            n for k, n in split.items() if k.startswith("swap/candidate") and not k.endswith(" 200")
+        )
+        > 15
+    )
+
+    def verdict() -> Any:
+        found = custom().get_namespaced_custom_object(
+            GROUP, VERSION, "default", "experiments", "swap"
+        )
+        status = found.get("status", {})
+        return status if status.get("routedTo") == "control" else None
+
+    status = await wait(verdict)
+    assert status["phase"] == "RolledBack"
+    assert status["verdict"]["decision"] == "Rollback" and status["verdict"]["decidedAt"]
+    assert "errorRate" in status["verdict"]["reason"]
+    # the verdict came at the first look with 15 units a variant; after it, traffic went to
+    # control and was no longer measured
+    variants = {v["name"]: v for v in status["variants"]}
+    assert min(v["units"] for v in variants.values()) >= 15
+    assert variants["control"]["units"] + variants["candidate"]["units"] <= 80
+    conditions = {c["type"]: c["status"] for c in status["conditions"]}
+    assert conditions["GuardrailBreached"] == "True" and conditions["Concluded"] == "True"
+    assert (
+        custom().get_namespaced_custom_object(GROUP, VERSION, "default", "experiments", "swap")[
+            "metadata"
+        ]["generation"]
+        == 1
+    )  # the spec was never written
+    await wait(lambda: published()["experiments"]["default/swap"]["routed_to"] == "control")
+    await wait(lambda: asyncio.run(send(1)) == Counter({"swap/control 200": 1}), 30)
+    after = await send(10)
+    assert after == Counter({"swap/control 200": 10})
+
+    # what `kubectl get experiments` shows: the printer columns, as the API server tabulates
+    raw = custom().list_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        "default",
+        "experiments",
+        _headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"},
+        _preload_content=False,
+    )
+    table = json.loads(raw.data)
+    columns = [c["name"] for c in table["columnDefinitions"]]
+    row = dict(zip(columns, table["rows"][0]["cells"], strict=True))
+    assert row["Phase"] == "RolledBack" and row["Winner"] == "control"
