@@ -280,7 +280,8 @@ def report(objects: dict[str, dict[str, Any]], problems: list[Problem]) -> None:
                 resource_version=meta.get("resourceVersion"),
             )
         except Exception as exc:  # changed since read (its event recompiles), or gone
-            logger.info("status of %s not written: %s", ref, exc)
+            reason = getattr(exc, "status", None) or exc
+            logger.info("status of %s not written (%s); the next compile writes it", ref, reason)
 
 
 @kopf.on.startup()
