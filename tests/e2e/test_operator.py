@@ -633,11 +633,15 @@ async def test_an_experiment_reaches_a_verdict_and_rolls_back_a_failing_variant(
         > 15
     )
 
-    def verdict() -> Any:
+    def swap() -> dict[str, Any]:
         found = custom().get_namespaced_custom_object(
             GROUP, VERSION, "default", "experiments", "swap"
         )
-        status = found.get("status", {})
+        assert isinstance(found, dict)
+        return found
+
+    def verdict() -> Any:
+        status = swap().get("status", {})
         return status if status.get("routedTo") == "control" else None
 
     status = await wait(verdict)
@@ -651,12 +655,7 @@ async def test_an_experiment_reaches_a_verdict_and_rolls_back_a_failing_variant(
     assert variants["control"]["units"] + variants["candidate"]["units"] <= 80
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
     assert conditions["GuardrailBreached"] == "True" and conditions["Concluded"] == "True"
-    assert (
-        custom().get_namespaced_custom_object(GROUP, VERSION, "default", "experiments", "swap")[
-            "metadata"
-        ]["generation"]
-        == 1
-    )  # the spec was never written
+    assert swap()["metadata"]["generation"] == 1  # the spec was never written
     await wait(lambda: published()["experiments"]["default/swap"]["routed_to"] == "control")
     await wait(lambda: asyncio.run(send(1)) == Counter({"swap/control 200": 1}), 30)
     after = await send(10)
@@ -671,7 +670,7 @@ async def test_an_experiment_reaches_a_verdict_and_rolls_back_a_failing_variant(
         _headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"},
         _preload_content=False,
     )
-    table = json.loads(raw.data)
+    table = json.loads(raw.data)  # type: ignore[attr-defined]
     columns = [c["name"] for c in table["columnDefinitions"]]
     row = dict(zip(columns, table["rows"][0]["cells"], strict=True))
     assert row["Phase"] == "RolledBack" and row["Winner"] == "control"
