@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from llmrouter import __version__
+from llmrouter import __version__, slo_cli
 from llmrouter.gateway.settings import GatewaySettings
 
 if TYPE_CHECKING:
@@ -257,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("keygen", help="print a new API key and its sha256 for a keys file")
+    slo_cli.add_parser(sub)
     return parser
 
 
@@ -275,6 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _gateway(args)
     if args.command == "operator":
         return _operator()
+    if args.command == "slo":
+        return slo_cli.run(args)
     return _keygen()
 
 

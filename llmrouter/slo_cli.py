@@ -1,0 +1,88 @@
+"""``llmrouter slo``: SLAPolicy rule files for a Prometheus the operator does not manage."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from llmrouter.operator import yamlutil
+from llmrouter.operator.api.slapolicy import SLAPolicy
+from llmrouter.operator.manifests import manifest_files
+
+
+class PolicyError(ValueError):
+    """SLAPolicy documents that cannot be read; each message names the file and document."""
+
+
+def load_policies(paths: Iterable[Path]) -> list[SLAPolicy]:
+    """The SLAPolicy documents in YAML files (directories one level deep); other kinds are
+    skipped, since the same files usually hold the Tenants and models too."""
+    policies: list[SLAPolicy] = []
+    errors: list[str] = []
+    for path in manifest_files(paths):
+        try:
+            docs = list(yamlutil.load_all(path.read_text()))
+        except OSError as exc:
+            errors.append(f"{path}: cannot read: {exc.strerror or exc}")
+            continue
+        except yaml.YAMLError as exc:
+            errors.append(f"{path}: not valid YAML: {exc}")
+            continue
+        for index, doc in enumerate(docs):
+            if not isinstance(doc, dict) or doc.get("kind") != "SLAPolicy":
+                continue
+            try:
+                policies.append(SLAPolicy.model_validate(doc))
+            except ValidationError as exc:
+                errors.append(f"{path} (document {index + 1}): {_describe(exc)}")
+    if errors:
+        raise PolicyError("\n".join(errors))
+    return policies
+
+
+def _describe(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(part) for part in e['loc']) or 'document'}: {e['msg']}"
+        for e in exc.errors()
+    )
+
+
+def add_parser(sub: Any) -> None:
+    slo = sub.add_parser("slo", help="SLAPolicy tools")
+    slo_sub = slo.add_subparsers(dest="slo_command", required=True)
+    rules = slo_sub.add_parser(
+        "rules", help="print the Prometheus rule file of the SLAPolicy documents in FILEs"
+    )
+    rules.add_argument(
+        "-f",
+        "--file",
+        dest="files",
+        type=Path,
+        action="append",
+        required=True,
+        help="a YAML file or folder (repeatable); documents of other kinds are skipped",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from llmrouter.operator.slo import dump, rule_file, warnings
+
+    try:
+        policies = load_policies(args.files)
+    except PolicyError as exc:
+        print(f"llmrouter: the SLAPolicy documents do not load:\n{exc}", file=sys.stderr)
+        return 1
+    if not policies:
+        print("llmrouter: no SLAPolicy document in the files given", file=sys.stderr)
+        return 1
+    for policy in policies:
+        for warning in warnings(policy):
+            print(f"llmrouter: warning: {policy.ref}: {warning}", file=sys.stderr)
+    sys.stdout.write(dump(rule_file(policies)))
+    return 0
