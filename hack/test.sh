@@ -17,6 +17,8 @@ echo "== Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager
 hack/build-kube.sh
 echo "== helm (renders the chart in tests)"
 hack/build-helm.sh
+echo "== nginx, wrk, vegeta (the benchmarks' smoke runs)"
+hack/bench-tools.sh --smoke
 echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
