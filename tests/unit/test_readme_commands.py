@@ -131,20 +131,20 @@ def check_script(script: str, args: list[str]) -> list[str]:
     return problems
 
 
-def check_llmrouter(args: list[str]) -> list[str]:
-    listed = re.search(r"positional arguments:\s+\{([\w,-]+)\}", help_text(*llmrouter()))
-    assert listed, help_text(*llmrouter())
-    subcommands = listed.group(1).split(",")
+def check_llmrouter(args: list[str], path: tuple[str, ...] = ()) -> list[str]:
+    """``llmrouter [PATH…] ARGS``: subcommands (at any depth), flags and paths."""
+    text = help_text(*llmrouter(*path))
+    what = " ".join(("llmrouter", *path))
+    listed = re.search(r"positional arguments:\s+\{([\w,-]+)\}", text)
+    subcommands = listed.group(1).split(",") if listed else []
     sub = next((a for a in args if a in subcommands), None)
     if sub is None:
         named = [a for a in args if not a.startswith("-")]
-        return [f"llmrouter {named[0]}: no such subcommand"] if named else []
+        if subcommands and named:
+            return [f"{what} {named[0]}: no such subcommand"]
+        return missing_flags(args, text, what) + missing_paths(args)
     at = args.index(sub)
-    return (
-        missing_flags(args[:at], help_text(*llmrouter()), "llmrouter")
-        + missing_flags(args[at + 1 :], help_text(*llmrouter(sub)), f"llmrouter {sub}")
-        + missing_paths(args[at + 1 :])
-    )
+    return missing_flags(args[:at], text, what) + check_llmrouter(args[at + 1 :], (*path, sub))
 
 
 def check_helm_values(args: list[str]) -> list[str]:
