@@ -46,7 +46,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 if [ ! -x "$root/bin/vegeta" ]; then
-  GOBIN=$root/bin go install "github.com/tsenart/vegeta/v12@$VEGETA_VERSION"
+  # The module and build caches hack/build-kube.sh and hack/build-helm.sh fill, and this Go.
+  cache=${LLMROUTER_CACHE:-$HOME/.cache/llmrouter}
+  GOMODCACHE=$cache/go/mod GOCACHE=$cache/go/build GOTOOLCHAIN=local CGO_ENABLED=0 \
+    GOBIN=$root/bin go install "github.com/tsenart/vegeta/v12@$VEGETA_VERSION"
 fi
 $smoke && exit 0
 venv=$root/litellm-venv
