@@ -77,7 +77,7 @@ def in_background(n: int, call: Callable[[], httpx.Response]) -> list[object]:
 def test_past_the_cap_requests_are_refused_at_once_with_503_overloaded(
     upstream: FakeUpstream, tmp_path: Path
 ) -> None:
-    upstream.behaviour.delay_s = 1.5
+    upstream.behaviour.delay_s = 3.0  # under the model's total timeout (5 s)
     with serve(tmp_path, upstream, "--max-in-flight", "3") as gw:
         slow = in_background(3, lambda: chat(gw.url))
         wait_until(lambda: upstream.in_flight == 3, 5, "three requests in flight")
@@ -106,7 +106,7 @@ def test_past_the_cap_requests_are_refused_at_once_with_503_overloaded(
 def test_the_cap_applies_to_each_worker_process(
     upstream: FakeUpstream, redis_url: str, tmp_path: Path
 ) -> None:
-    upstream.behaviour.delay_s = 1.5
+    upstream.behaviour.delay_s = 3.0  # under the model's total timeout (5 s)
     log = tmp_path / "serve.log"
     extra = ["--workers", "2", "--state", redis_url, "--max-in-flight", "2"]
     with serve(tmp_path, upstream, *extra) as gw:
