@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from llmrouter import __version__, slo_cli
+from llmrouter import __version__, audit_cli, slo_cli
 from llmrouter.gateway.settings import GatewaySettings
 
 if TYPE_CHECKING:
@@ -258,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("keygen", help="print a new API key and its sha256 for a keys file")
     slo_cli.add_parser(sub)
+    audit_cli.add_parser(sub)
     return parser
 
 
@@ -278,6 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _operator()
     if args.command == "slo":
         return slo_cli.run(args)
+    if args.command == "audit":
+        return audit_cli.run(args)
     return _keygen()
 
 
