@@ -16,7 +16,8 @@ its own virtualenv, PostgreSQL and Prisma (hack/bench-tools.sh installs all of t
 A benchmark, not a test: it refuses a busy machine unless --force, and then says so.
 --smoke checks that it still runs: a second per phase, rates capped, no LiteLLM (so no
 PostgreSQL), on a busy machine too (hack/bench-tools.sh --smoke installs what it needs); it
-fails when a request failed.
+fails when a request failed. What each process prints goes to a log file of its own, in a
+folder named at the end.
 """
 
 from __future__ import annotations
