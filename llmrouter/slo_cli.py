@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from llmrouter.operator import yamlutil
 from llmrouter.operator.api.slapolicy import SLAPolicy
 from llmrouter.operator.manifests import manifest_files
+from llmrouter.operator.slo import describe_errors
 
 
 class PolicyError(ValueError):
@@ -40,17 +41,10 @@ def load_policies(paths: Iterable[Path]) -> list[SLAPolicy]:
             try:
                 policies.append(SLAPolicy.model_validate(doc))
             except ValidationError as exc:
-                errors.append(f"{path} (document {index + 1}): {_describe(exc)}")
+                errors.append(f"{path} (document {index + 1}): {describe_errors(exc)}")
     if errors:
         raise PolicyError("\n".join(errors))
     return policies
-
-
-def _describe(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(part) for part in e['loc']) or 'document'}: {e['msg']}"
-        for e in exc.errors()
-    )
 
 
 def add_parser(sub: Any) -> None:

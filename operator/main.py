@@ -8,9 +8,16 @@ from typing import Any
 
 import kopf
 
-from llmrouter.operator.controllers import compiler, experiment, modeldeployment, tenant, usage
+from llmrouter.operator.controllers import (
+    compiler,
+    experiment,
+    modeldeployment,
+    slapolicy,
+    tenant,
+    usage,
+)
 
-__all__ = ["compiler", "experiment", "modeldeployment", "tenant", "usage"]
+__all__ = ["compiler", "experiment", "modeldeployment", "slapolicy", "tenant", "usage"]
 
 PEERING_LIFETIME_S = 30
 """How long a replica that died without a word counts as alive: the longest a standby

@@ -26,15 +26,19 @@ from decimal import Decimal
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from llmrouter.gateway.sli import le_label
 from llmrouter.operator.api.slapolicy import Objective, SLAPolicy
+from llmrouter.operator.render import MANAGED_BY
 
 RATIO_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
 WINDOW_HOURS = {"5m": Decimal(5) / 60, "30m": Decimal("0.5"), "1h": Decimal(1), "2h": Decimal(2)}
 WINDOW_HOURS |= {"6h": Decimal(6), "1d": Decimal(24), "3d": Decimal(72)}
 
 PREFIX = "llmrouter_slo"
+POLICY_LABEL = "llmrouter.io/slapolicy"
+RULES_KEY = "rules.yaml"
 
 
 @dataclass(frozen=True)
@@ -238,6 +242,14 @@ def _alert(policy: SLAPolicy, o: Objective, a: BurnAlert, labels: dict[str, str]
     }
 
 
+def describe_errors(exc: ValidationError) -> str:
+    """A pydantic error as one line naming each field: ``spec.objectives.0: ...``."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in e['loc']) or 'document'}: {e['msg']}"
+        for e in exc.errors()
+    )
+
+
 def rule_groups(policy: SLAPolicy) -> list[dict[str, Any]]:
     return [objective_group(policy, o) for o in policy.spec.objectives]
 
@@ -254,3 +266,41 @@ class _Dumper(yaml.SafeDumper):
 
 def dump(doc: Any) -> str:
     return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True)
+
+
+def prometheus_rule_name(policy: SLAPolicy) -> str:
+    return f"slapolicy-{policy.metadata.name}"
+
+
+def rules_configmap_name(policy: SLAPolicy) -> str:
+    return f"slapolicy-{policy.metadata.name}-rules"
+
+
+def _metadata(policy: SLAPolicy, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": policy.metadata.namespace,
+        # ruleLabels first: they may not take away what marks the object as ours.
+        "labels": {**policy.spec.rule_labels, POLICY_LABEL: policy.metadata.name, **MANAGED_BY},
+    }
+
+
+def render_prometheus_rule(policy: SLAPolicy) -> dict[str, Any]:
+    """The prometheus-operator object holding the policy's rules."""
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": _metadata(policy, prometheus_rule_name(policy)),
+        "spec": rule_file([policy]),
+    }
+
+
+def render_rules_configmap(policy: SLAPolicy) -> dict[str, Any]:
+    """Where no prometheus-operator runs: the plain rule file, for a Prometheus that reads
+    rule files (mount the ConfigMap, or copy it out)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(policy, rules_configmap_name(policy)),
+        "data": {RULES_KEY: dump(rule_file([policy]))},
+    }

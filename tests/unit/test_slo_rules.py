@@ -11,7 +11,14 @@ import yaml
 
 from llmrouter.cli import main
 from llmrouter.operator.api.slapolicy import SLAPolicy
-from llmrouter.operator.slo import factors, rule_file, selector, warnings
+from llmrouter.operator.slo import (
+    factors,
+    render_prometheus_rule,
+    render_rules_configmap,
+    rule_file,
+    selector,
+    warnings,
+)
 
 
 def policy(objectives: list[dict[str, Any]], **spec: Any) -> SLAPolicy:
@@ -157,3 +164,25 @@ def test_slo_rules_names_the_file_and_field_of_a_bad_policy(
     f.write_text("kind: Tenant\n")
     assert main(["slo", "rules", "-f", str(f)]) == 1
     assert "no SLAPolicy document" in capsys.readouterr().err
+
+
+def test_the_prometheus_rule_and_its_configmap_fallback() -> None:
+    p = policy([AVAILABILITY], ruleLabels={"release": "kps", "app.kubernetes.io/managed-by": "x"})
+    labels = {
+        "release": "kps",
+        "llmrouter.io/slapolicy": "p",
+        "app.kubernetes.io/managed-by": "llmrouter",  # a rule label cannot take it away
+    }
+    assert render_prometheus_rule(p) == {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": "slapolicy-p", "namespace": "team", "labels": labels},
+        "spec": rule_file([p]),
+    }
+    configmap = render_rules_configmap(p)
+    assert configmap["metadata"] == {
+        "name": "slapolicy-p-rules",
+        "namespace": "team",
+        "labels": labels,
+    }
+    assert yaml.safe_load(configmap["data"]["rules.yaml"]) == rule_file([p])

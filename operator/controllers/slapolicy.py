@@ -1,0 +1,95 @@
+"""SLAPolicy → one PrometheusRule with its recording and alerting rules, owned by it.
+
+Without prometheus-operator's CRD the rule file goes into a ConfigMap instead, the policy
+says so in its RulesReady condition, and the handler retries until the CRD appears.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import kopf
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
+from pydantic import ValidationError
+
+from llmrouter.operator import kube
+from llmrouter.operator.api.common import GROUP, VERSION
+from llmrouter.operator.api.slapolicy import SLAPolicy
+from llmrouter.operator.controllers.conditions import condition, merged
+from llmrouter.operator.slo import (
+    describe_errors,
+    prometheus_rule_name,
+    render_prometheus_rule,
+    render_rules_configmap,
+    rules_configmap_name,
+    warnings,
+)
+
+
+def retry_without_crd_s() -> float:
+    """How soon to look again for the PrometheusRule CRD (tests shorten it)."""
+    return float(os.environ.get("LLMROUTER_RULES_RETRY_INTERVAL", "120"))
+
+
+@kopf.on.resume(GROUP, VERSION, "slapolicies")
+@kopf.on.create(GROUP, VERSION, "slapolicies")
+@kopf.on.update(GROUP, VERSION, "slapolicies", field="spec")
+def reconcile(
+    body: kopf.Body, meta: kopf.Meta, status: kopf.Status, patch: kopf.Patch, logger: Any, **_: Any
+) -> None:
+    generation = meta.get("generation")
+    conditions = status.get("conditions")
+    try:
+        policy = SLAPolicy.model_validate(dict(body))
+    except ValidationError as exc:
+        message = describe_errors(exc)
+        patch.status["conditions"] = merged(
+            conditions, condition("RulesReady", False, "InvalidSpec", message, generation)
+        )
+        raise kopf.PermanentError(f"invalid spec: {message}") from exc
+    patch.status["observedGeneration"] = generation
+    problems = warnings(policy)
+    for problem in problems:
+        logger.warning("%s", problem)  # posted as an event too
+    alerts = condition(
+        "AlertsCanFire",
+        not problems,
+        "TargetTooLow" if problems else "AllCanFire",
+        "; ".join(problems),
+        generation,
+    )
+    rule = render_prometheus_rule(policy)
+    kopf.adopt(rule, owner=body)
+    namespace = policy.metadata.namespace
+    try:
+        kube.apply(rule)
+    except ResourceNotFoundError:
+        configmap = render_rules_configmap(policy)
+        kopf.adopt(configmap, owner=body)
+        kube.apply(configmap)
+        message = (
+            "the PrometheusRule CRD (monitoring.coreos.com/v1) is not installed: the rule "
+            f"file is in ConfigMap {configmap['metadata']['name']} instead; looking again "
+            f"every {retry_without_crd_s():g} s"
+        )
+        patch.status["conditions"] = merged(
+            conditions,
+            condition("RulesReady", False, "PrometheusRuleCRDNotInstalled", message, generation),
+            alerts,
+        )
+        raise kopf.TemporaryError(message, delay=retry_without_crd_s()) from None
+    # The fallback has done its job once the real object exists.
+    kube.delete("v1", "ConfigMap", rules_configmap_name(policy), namespace)
+    patch.status["conditions"] = merged(
+        conditions,
+        condition(
+            "RulesReady",
+            True,
+            "Applied",
+            f"PrometheusRule {prometheus_rule_name(policy)}",
+            generation,
+        ),
+        alerts,
+    )
+    logger.info("applied PrometheusRule %s", prometheus_rule_name(policy))
