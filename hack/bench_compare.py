@@ -579,7 +579,8 @@ def measure(
             return
         wait_ready(system.url, system.auth, system.procs)
     cap = SMOKE_MAX_RATE if args.smoke else float("inf")
-    vegeta_at(system, 20, 1 if args.smoke else 2)  # warm up
+    if not args.smoke:
+        vegeta_at(system, 20, 2)  # warm up
     system.results["p50_1"], system.results["p99_1"] = vegeta_at(system, 50, args.seconds)
     rps = wrk_max(system, args.seconds)
     if system is upstream:
