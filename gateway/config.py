@@ -115,6 +115,26 @@ class RoutingRule(_Frozen):
     target: str
 
 
+GuardAction = Literal["redact", "block", "flag"]
+
+
+class GuardRule(_Frozen):
+    """A built-in detector (see gateway/guardrails/detectors.py) or a tenant pattern
+    (``regex`` set), with its action on input, output or both."""
+
+    detector: str
+    action: GuardAction = "redact"
+    input: bool = True
+    output: bool = True
+    regex: str | None = Field(None, description="RE2 syntax, longest match <= max_length.")
+    max_length: int | None = None
+
+
+class DataPolicy(_Frozen):
+    rules: tuple[GuardRule, ...] = ()
+    prompt_injection: GuardAction | Literal["off"] = "flag"
+
+
 class TenantPolicy(_Frozen):
     id: str
     display_name: str
@@ -129,6 +149,9 @@ class TenantPolicy(_Frozen):
         None,
         description="While the shared state is unreachable: admit on local limits or refuse; "
         "None follows the gateway's --redis-failure-policy.",
+    )
+    data_policy: DataPolicy | None = Field(
+        None, description="Guardrails on prompts and answers; None: none, at no cost."
     )
 
     @field_serializer("models")

@@ -1,0 +1,177 @@
+"""A stream gives exactly the text and findings of the whole answer, for every split."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from typing import Any
+
+import orjson
+import pytest
+
+from llmrouter.gateway.guardrails.content import response_doc
+from llmrouter.gateway.guardrails.detectors import BUILTIN
+from llmrouter.gateway.guardrails.engine import Action, Blocked, Rule, Scanner, scan
+from llmrouter.gateway.guardrails.sse import StreamGuard
+from llmrouter.gateway.guardrails.stream import TextStream
+from tests.unit.test_guardrails_detect import _PEM, LOOK_ALIKES, TRUE
+
+SCANNER = Scanner(tuple(Rule(d, "redact", i) for i, d in enumerate(BUILTIN.values())))
+
+
+def _text(rng: random.Random) -> str:
+    values = [v for _, v in TRUE] + LOOK_ALIKES
+    noise = ["", " ", ", ", "\n", "-", "x", "é", "e\u0301", "\u200b", "ﬁ", "\uff1a", "@", "+"]
+    parts = []
+    for _ in range(rng.randint(5, 25)):
+        parts.append(rng.choice(values))
+        parts.append(rng.choice(noise) + rng.choice([" ", "; ", " and ", ""]))
+    return "".join(parts)
+
+
+def _split(text: str, rng: random.Random | None) -> list[str]:
+    pieces = []
+    i = 0
+    while i < len(text):
+        k = 1 if rng is None else rng.choice([1, 2, 3, 5, 8, 13, 40])
+        pieces.append(text[i : i + k])
+        i += k
+    return pieces
+
+
+def _streamed(pieces: list[str]) -> tuple[str, Counter[tuple[str, Action]]]:
+    findings: Counter[tuple[str, Action]] = Counter()
+    stream = TextStream(SCANNER, findings)
+    out = [stream.feed(p) for p in pieces]
+    out.append(stream.finish())
+    return "".join(out), findings
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_stream_equals_whole_for_random_splits(seed: int) -> None:
+    rng = random.Random(seed)
+    text = _text(rng)
+    whole = scan(SCANNER, text)
+    for split in (None, rng):
+        out, findings = _streamed(_split(text, split))
+        assert out == whole.text
+        assert findings == whole.findings
+
+
+def test_every_split_point_of_a_private_key() -> None:
+    text = f"key:\n{_PEM}\nmail a@example.com done"
+    whole = scan(SCANNER, text).text
+    for cut in range(len(text) + 1):
+        assert _streamed([text[:cut], text[cut:]])[0] == whole
+
+
+def test_release_is_early_and_bounded() -> None:
+    findings: Counter[tuple[str, Action]] = Counter()
+    stream = TextStream(SCANNER, findings)
+    out = stream.feed("The quick brown fox jumps over the lazy dog. ")
+    # Plain prose is released up to the word still being written at most.
+    assert out.startswith("The quick brown fox jumps over the lazy")
+    held = stream.feed("a" * 5000 + " ")
+    assert len(held) >= 5000 - max(d.hold for d in BUILTIN.values() if d.name != "private_key")
+
+
+def test_block_stops_before_the_value_is_released() -> None:
+    scanner = Scanner((Rule(BUILTIN["aws_access_key"], "block", 0),))
+    stream = TextStream(scanner, Counter())
+    released = ""
+    with pytest.raises(Blocked):
+        for ch in "ok here AKIAIOSFODNN7EXAMPLE and more":
+            released += stream.feed(ch)
+    assert "AKIA" not in released
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+    chunk = {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+def _decode(events: list[bytes]) -> tuple[str, str, str | None]:
+    content, args, finish = "", "", None
+    for event in events:
+        if not event.startswith(b"data: {"):
+            continue
+        for choice in orjson.loads(event[6:])["choices"]:
+            delta = choice["delta"]
+            content += delta.get("content") or ""
+            for call in delta.get("tool_calls") or []:
+                args += call.get("function", {}).get("arguments", "")
+            finish = choice["finish_reason"] or finish
+    return content, args, finish
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_sse_content_and_tool_arguments_equal_the_whole_answer(seed: int) -> None:
+    rng = random.Random(seed)
+    content = _text(rng)
+    args = orjson.dumps({"to": "alice@example.com", "note": _text(rng)}).decode()
+    whole = response_doc(
+        {
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "tool_calls",
+                    "message": {
+                        "role": "assistant",
+                        "content": content,
+                        "tool_calls": [
+                            {
+                                "id": "t",
+                                "type": "function",
+                                "function": {"name": "send", "arguments": args},
+                            }
+                        ],
+                    },
+                }
+            ]
+        },
+        SCANNER,
+        Counter(),
+    )["choices"][0]["message"]
+    guard = StreamGuard(SCANNER)
+    events = guard.event(_chunk({"role": "assistant", "content": ""}))
+    for piece in _split(content, rng):
+        events += guard.event(_chunk({"content": piece}))
+    first = {
+        "index": 0,
+        "id": "t",
+        "type": "function",
+        "function": {"name": "send", "arguments": ""},
+    }
+    events += guard.event(_chunk({"tool_calls": [first]}))
+    for piece in _split(args, rng):
+        events += guard.event(
+            _chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+        )
+    events += guard.event(_chunk({}, "tool_calls"))
+    events += guard.event(b"data: [DONE]\n\n")
+    got_content, got_args, finish = _decode(events)
+    assert got_content == whole["content"]
+    assert got_args == whole["tool_calls"][0]["function"]["arguments"]
+    assert got_args.startswith('{"to":"[REDACTED:email]"')
+    assert finish == "tool_calls"
+    assert events[-1] == b"data: [DONE]\n\n"
+
+
+def test_sse_block_ends_with_content_filter_and_error() -> None:
+    guard = StreamGuard(Scanner((Rule(BUILTIN["openai_key"], "block", 0),)))
+    events: list[bytes] = []
+    with pytest.raises(Blocked) as blocked:
+        for ch in "your key is sk-proj-abcdefghijklmnopqrstuvwxyz0123 ok":
+            events += guard.event(_chunk({"content": ch}))
+    events += guard.blocked(blocked.value)
+    content, _, finish = _decode(events[:-1])
+    assert "sk-proj" not in content
+    assert finish == "content_filter"
+    error = orjson.loads(events[-1][6:])["error"]
+    assert error["code"] == "content_filter" and error["type"] == "invalid_request_error"
