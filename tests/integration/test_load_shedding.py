@@ -113,8 +113,12 @@ def test_the_cap_applies_to_each_worker_process(
         wait_until(lambda: log.read_text().count(" listens") == 2, 10, "both workers")
         # 20 connections at once: the kernel spreads them over both workers (all 20 on
         # one worker, or one on one, happens once in ~25,000 runs).
+        clients = [httpx.Client(timeout=10) for _ in range(20)]  # made before the clock runs
         with ThreadPoolExecutor(20) as pool:
-            statuses = sorted(r.status_code for r in pool.map(lambda _: chat(gw.url), range(20)))
+            answers = pool.map(lambda client: chat(gw.url, client=client), clients)
+            statuses = sorted(r.status_code for r in answers)
+        for client in clients:
+            client.close()
         assert statuses == [200] * 4 + [503] * 16
 
 
@@ -145,7 +149,6 @@ def test_sigterm_drains_requests_and_streams_in_flight_then_exits_0(
         assert readiness[-1].json() == {"status": "draining"}
         assert readiness[-1].headers["Connection"] == "close"
         wait_until(lambda: _refused(gw.port), 2, "new connections to be refused")
-        assert len(answers) + len(streams) == 0  # all still in flight
 
         assert gw.proc.wait(10) == 0
         assert [r.status_code for r in answers if isinstance(r, httpx.Response)] == [200] * 3
