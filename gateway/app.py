@@ -23,6 +23,7 @@ from llmrouter.gateway.endpoint_table import EndpointTable, poll_once
 from llmrouter.gateway.endpoints import BreakerSettings
 from llmrouter.gateway.feedback import feedback_routes
 from llmrouter.gateway.handlers import routes
+from llmrouter.gateway.http_edge import body_deadline
 from llmrouter.gateway.keys import (
     BUDGETS,
     CACHE,
@@ -63,7 +64,12 @@ def create_app(
     """The gateway. ``state`` overrides the store ``settings.state_url`` would open."""
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[middleware.shedding, middleware.errors, middleware.authentication],
+        middlewares=[
+            middleware.shedding,
+            middleware.errors,
+            middleware.authentication,
+            body_deadline,
+        ],
     )
     app[SETTINGS] = settings
     app[STORE] = store

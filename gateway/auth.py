@@ -52,6 +52,11 @@ def presented_credential(headers: Mapping[str, str]) -> str:
             )
     if len(key) > MAX_CREDENTIAL_LENGTH:
         raise AuthenticationFailed("invalid API key")
+    try:
+        # Header bytes that are not UTF-8 arrive as surrogates, which no key can contain.
+        key.encode()
+    except UnicodeEncodeError:
+        raise AuthenticationFailed("invalid API key") from None
     return key
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 
-import orjson
 from aiohttp import web
 
 from llmrouter.gateway.errors import GatewayError, InvalidRequest
 from llmrouter.gateway.experiments.measurement import add_feedback, take_ticket
+from llmrouter.gateway.json_body import parse_object
 from llmrouter.gateway.keys import IDENTITY, STATE
 from llmrouter.gateway.roles import MODELS_INVOKE
 
@@ -41,12 +41,7 @@ async def feedback(request: web.Request) -> web.Response:
 
 
 def _parse(raw: bytes) -> tuple[str, float]:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from exc
-    if not isinstance(body, dict):
-        raise InvalidRequest("request body must be a JSON object", code="invalid_json")
+    body = parse_object(raw)
     request_id = body.get("request_id")
     if not isinstance(request_id, str) or not 1 <= len(request_id) <= 128:
         raise InvalidRequest(

@@ -10,6 +10,7 @@ import orjson
 
 from llmrouter.gateway.config import ModelRoute, Upstream
 from llmrouter.gateway.errors import InvalidRequest
+from llmrouter.gateway.json_body import parse_object
 
 
 class Operation(Enum):
@@ -78,12 +79,7 @@ def _max_output(body: dict[str, Any]) -> int | None:
 def parse_request(operation: Operation, raw: bytes) -> ModelRequest:
     if not raw.strip():
         raise InvalidRequest("request body is empty; expected a JSON object")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from exc
-    if not isinstance(body, dict):
-        raise InvalidRequest("request body must be a JSON object", code="invalid_json")
+    body = parse_object(raw)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest(

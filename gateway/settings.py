@@ -69,6 +69,15 @@ class GatewaySettings:
     cache_max_bytes: int = 1024 * 1024
     """Larger responses are not cached."""
 
+    header_timeout_s: float = 30.0
+    """A connection that has not sent a whole request head within this many seconds of
+    opening, or of its previous answer, is closed: idle kept-alive connections and clients
+    sending their headers slowly alike (llmrouter.gateway.http_edge)."""
+
+    body_timeout_s: float = 60.0
+    """A request body must arrive within this many seconds of the gateway asking for it;
+    else 408 ``request_timeout`` and the connection is closed."""
+
     jwks_min_refresh_s: float = 10.0
     """An OIDC token with an unknown key id refetches the issuer's keys at most this often."""
 

@@ -183,6 +183,22 @@ def _gateway_args(parser: argparse.ArgumentParser) -> None:
         f"(default: {GatewaySettings.drain_timeout_s:g})",
     )
     parser.add_argument(
+        "--header-timeout",
+        type=_positive,
+        default=GatewaySettings.header_timeout_s,
+        metavar="SECONDS",
+        help="close a connection that has not sent a whole request head this long after "
+        f"opening or after its previous answer (default: {GatewaySettings.header_timeout_s:g})",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=_positive,
+        default=GatewaySettings.body_timeout_s,
+        metavar="SECONDS",
+        help="answer 408 when a request body has not arrived this long after the gateway "
+        f"asked for it (default: {GatewaySettings.body_timeout_s:g})",
+    )
+    parser.add_argument(
         "--balancer",
         choices=["least-loaded", "round-robin"],
         default="least-loaded",
@@ -364,6 +380,8 @@ def _settings(args: argparse.Namespace) -> GatewaySettings:
         balancer=args.balancer,
         max_in_flight=args.max_in_flight,
         drain_timeout_s=args.drain_timeout,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
     )
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from llmrouter.gateway.http_edge import GatewayRunner
 from llmrouter.gateway.keys import LOAD
 from llmrouter.gateway.settings import GatewaySettings
 
@@ -40,7 +41,13 @@ async def serve(
     on_listening: Callable[[], None] | None = None,
 ) -> None:
     """Serve ``app`` until SIGTERM or SIGINT, then drain it."""
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.5)
+    runner = GatewayRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=0.5,
+        keepalive_timeout=settings.header_timeout_s,
+    )
     await runner.setup()
     try:
         site = web.TCPSite(

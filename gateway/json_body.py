@@ -1,0 +1,78 @@
+"""Request bodies as JSON objects, refused when parsers could disagree on what they say.
+
+- **Duplicate keys** are refused (400 ``duplicate_key``) rather than resolved: the gateway
+  forwards the client's own bytes, and a model server whose parser keeps the first of two
+  ``"model"`` or ``"max_tokens"`` keys would act on a request the gateway never authorized
+  or reserved for (this parser keeps the last).
+- **Nesting** deeper than ``MAX_DEPTH`` arrays and objects is refused (400
+  ``invalid_json``); checking costs time linear in the body's length, which
+  ``--max-body-bytes`` bounds, and never recursion.
+- Bytes that are not UTF-8, unpaired surrogates, numbers out of range, ``NaN`` are not JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import numpy as np
+import orjson
+
+from llmrouter.gateway.errors import InvalidRequest
+
+MAX_DEPTH = 128
+"""Far more than OpenAI request bodies use (JSON schemas of tools nest a few levels)."""
+
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return found
+
+
+def depth(raw: bytes) -> int:
+    """How deeply the arrays and objects of a valid JSON text nest."""
+    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    if not brackets:
+        return 0
+    codes = np.frombuffer(brackets, dtype=np.uint8)
+    steps = np.where((codes == ord("[")) | (codes == ord("{")), 1, -1)
+    return int(np.cumsum(steps).max())
+
+
+def parse_object(raw: bytes) -> dict[str, Any]:
+    """The JSON object ``raw`` holds, or InvalidRequest saying why it is refused."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from exc
+    if not isinstance(body, dict):
+        raise InvalidRequest("request body must be a JSON object", code="invalid_json")
+    # Fewer opening brackets than the bound cannot nest past it: the common case is free.
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and depth(raw) > MAX_DEPTH:
+        raise InvalidRequest(
+            f"request body nests arrays and objects more than {MAX_DEPTH} levels deep",
+            code="invalid_json",
+        )
+    try:
+        json.loads(raw, object_pairs_hook=_unique)
+    except _DuplicateKey as exc:
+        raise InvalidRequest(
+            f"request body has the key {exc.key!r} twice in one object",
+            code="duplicate_key",
+        ) from None
+    return body
