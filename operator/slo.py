@@ -138,6 +138,21 @@ def _sums(policy: SLAPolicy, o: Objective, window: str) -> tuple[str, str]:
     return events, f"({events} - {good})"
 
 
+BURN_RATE_WINDOWS = ("1h", "6h", "1d", "3d")
+
+
+def objective_queries(policy: SLAPolicy, o: Objective) -> dict[str, str]:
+    """Instant queries for an objective's compliance, straight from the gateway's series
+    (the recording rules may not be loaded where the status is computed): events and bad
+    events over the window, and the error ratio over each alert's long window."""
+    events, errors = _sums(policy, o, policy.spec.window)
+    queries = {"events": events, "errors": errors}
+    for window in BURN_RATE_WINDOWS:
+        events_w, errors_w = _sums(policy, o, window)
+        queries[f"ratio{window}"] = f"{errors_w} / ({events_w} > 0)"
+    return queries
+
+
 def objective_labels(policy: SLAPolicy, o: Objective) -> dict[str, str]:
     return {
         "slapolicy": f"{policy.metadata.namespace}/{policy.metadata.name}",

@@ -214,6 +214,9 @@ class SLAPolicyStatus(CommonStatus):
         None, description="The lowest error budget remaining of the objectives, in percent."
     )
     last_evaluated: str | None = None
+    evaluated_generation: int | None = Field(
+        None, description="The spec generation lastEvaluated was computed for."
+    )
     source: str | None = Field(
         None, description="prometheus, or gateways (their own counts: an approximation)."
     )

@@ -1,11 +1,16 @@
-"""SLAPolicy → one PrometheusRule with its recording and alerting rules, owned by it.
+"""SLAPolicy → one PrometheusRule with its recording and alerting rules, owned by it, and
+the policy's compliance in its status.
 
 Without prometheus-operator's CRD the rule file goes into a ConfigMap instead, the policy
 says so in its RulesReady condition, and the handler retries until the CRD appears.
+
+Compliance is evaluated every minute from the Prometheus HTTP API when the operator has
+one (``LLMROUTER_PROMETHEUS_URL``, the chart's ``operator.prometheusURL``).
 """
 
 from __future__ import annotations
 
+import datetime
 import os
 from typing import Any
 
@@ -16,7 +21,9 @@ from pydantic import ValidationError
 from llmrouter.operator import kube
 from llmrouter.operator.api.common import GROUP, VERSION
 from llmrouter.operator.api.slapolicy import SLAPolicy
+from llmrouter.operator.compliance import evaluate, policy_summary, state_changes
 from llmrouter.operator.controllers.conditions import condition, merged
+from llmrouter.operator.prometheus import PrometheusError, objective_values
 from llmrouter.operator.slo import (
     describe_errors,
     prometheus_rule_name,
@@ -93,3 +100,74 @@ def reconcile(
         alerts,
     )
     logger.info("applied PrometheusRule %s", prometheus_rule_name(policy))
+
+
+def prometheus_url() -> str | None:
+    return os.environ.get("LLMROUTER_PROMETHEUS_URL") or None
+
+
+def evaluation_interval_s() -> float:
+    return float(os.environ.get("LLMROUTER_SLO_INTERVAL", "60"))
+
+
+def due(status: Any, generation: int | None, now: datetime.datetime) -> bool:
+    """Whether a minute has passed since the last evaluation, or the spec changed."""
+    last = status.get("lastEvaluated")
+    if not last or status.get("evaluatedGeneration") != generation:
+        return True
+    then = datetime.datetime.fromisoformat(last.replace("Z", "+00:00"))
+    return (now - then).total_seconds() >= evaluation_interval_s()
+
+
+# The timer only wakes often; due() decides, so the interval can be read when it runs.
+@kopf.timer(GROUP, VERSION, "slapolicies", interval=1, initial_delay=1)
+async def evaluate_compliance(
+    body: kopf.Body, meta: kopf.Meta, status: kopf.Status, patch: kopf.Patch, logger: Any, **_: Any
+) -> None:
+    now = datetime.datetime.now(datetime.UTC)
+    generation = meta.get("generation")
+    if not due(status, generation, now):
+        return
+    try:
+        policy = SLAPolicy.model_validate(dict(body))
+    except ValidationError:
+        return  # RulesReady says why
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    patch.status["lastEvaluated"] = stamp
+    patch.status["evaluatedGeneration"] = generation
+    conditions = status.get("conditions")
+    url = prometheus_url()
+    if url is None:
+        patch.status["source"] = None
+        patch.status["conditions"] = merged(
+            conditions,
+            condition(
+                "ComplianceKnown",
+                False,
+                "NoPrometheus",
+                "the operator has no Prometheus to ask: set the chart value operator.prometheusURL",
+                generation,
+            ),
+        )
+        return
+    try:
+        values = await objective_values(url, policy)
+    except PrometheusError as exc:
+        logger.warning("compliance not evaluated: %s", exc)
+        patch.status["conditions"] = merged(
+            conditions,
+            condition("ComplianceKnown", False, "PrometheusUnavailable", str(exc), generation),
+        )
+        return
+    objectives = evaluate(policy, values)
+    patch.status.update(policy_summary(objectives))
+    patch.status["objectives"] = objectives
+    patch.status["source"] = "prometheus"
+    patch.status["conditions"] = merged(
+        conditions, condition("ComplianceKnown", True, "Evaluated", url, generation)
+    )
+    for name, old, new in state_changes(status.get("objectives"), objectives):
+        kind = "Warning" if new in ("warning", "breached") else "Normal"
+        message = f"objective {name}: {old} -> {new}"
+        kopf.event(body, type=kind, reason="ObjectiveState", message=message)
+        logger.info("%s", message)

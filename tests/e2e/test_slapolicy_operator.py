@@ -50,6 +50,7 @@ def operator(control_plane: ControlPlane) -> Iterator[None]:
     os.environ["KUBECONFIG"] = str(kubeconfig)
     kube_config.KUBE_CONFIG_DEFAULT_LOCATION = str(kubeconfig)
     os.environ["LLMROUTER_RULES_RETRY_INTERVAL"] = "1"
+    os.environ.pop("LLMROUTER_PROMETHEUS_URL", None)
     args = ["run", "--all-namespaces", "-m", "llmrouter.operator.main"]
     with KopfRunner(args, timeout=60) as runner:
         yield
@@ -175,3 +176,9 @@ def test_an_edited_policy_gets_new_rules(operator: None) -> None:
         return any("[28d]" in e for e in exprs)
 
     eventually(window_28d, 30)
+
+
+def test_without_prometheus_the_status_says_compliance_is_unknown(operator: None) -> None:
+    known = eventually(lambda: conditions("acme").get("ComplianceKnown"), 30)
+    assert known["status"] == "False" and known["reason"] == "NoPrometheus"
+    assert "operator.prometheusURL" in known["message"]
