@@ -38,6 +38,11 @@ class ServeProcess:
     metrics_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
+    def __post_init__(self) -> None:
+        # Two free_port calls can give the same port back: the first was let go at once.
+        while self.metrics_port == self.port:
+            self.metrics_port = free_port()
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
