@@ -3,7 +3,7 @@
 Draining, in order: readiness turns false (/readyz 503), the listening socket closes (new
 connections go to other workers or replicas, or are refused), requests and streams in
 flight finish, and each answer given meanwhile closes its connection. Whatever is still
-running when the drain timeout ends is cut, and said so in the log.
+running when the drain timeout ends, or at a second signal, is cut, and said so in the log.
 """
 
 from __future__ import annotations
@@ -54,20 +54,29 @@ async def serve(
             runner, settings.host, settings.port, reuse_port=reuse_port, backlog=LISTEN_BACKLOG
         )
         await site.start()
-        stop = asyncio.Event()
+        stop, hurry = asyncio.Event(), asyncio.Event()
+
+        def on_signal() -> None:
+            # A second one (Ctrl-C twice) ends the drain at once.
+            (hurry if stop.is_set() else stop).set()
+
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, on_signal)
         if on_listening is not None:
             on_listening()
         await stop.wait()
-        await drain(app, runner, site, settings.drain_timeout_s)
+        await drain(app, runner, site, settings.drain_timeout_s, hurry)
     finally:
         await runner.cleanup()
 
 
 async def drain(
-    app: web.Application, runner: web.AppRunner, site: web.TCPSite, timeout_s: float
+    app: web.Application,
+    runner: web.AppRunner,
+    site: web.TCPSite,
+    timeout_s: float,
+    hurry: asyncio.Event,
 ) -> None:
     load = app[LOAD]
     load.draining = True
@@ -76,7 +85,7 @@ async def drain(
     started = loop.time()
     logger.info("draining: %d requests in flight, up to %.1fs to finish", load.in_flight, timeout_s)
     server = runner.server
-    while (elapsed := loop.time() - started) < timeout_s:
+    while (elapsed := loop.time() - started) < timeout_s and not hurry.is_set():
         if load.in_flight == 0 and (
             elapsed >= IDLE_CONNECTIONS_S or server is None or not server.connections
         ):
@@ -84,5 +93,7 @@ async def drain(
             return
         await asyncio.sleep(_POLL_S)
     logger.warning(
-        "drain timeout (%.1fs): cutting %d requests still in flight", timeout_s, load.in_flight
+        "%s: cutting %d requests still in flight",
+        "second signal" if hurry.is_set() else f"drain timeout ({timeout_s:.1f}s)",
+        load.in_flight,
     )

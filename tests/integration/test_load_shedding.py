@@ -163,6 +163,26 @@ def test_sigterm_drains_requests_and_streams_in_flight_then_exits_0(
         gw.stop()
 
 
+def test_a_second_sigterm_ends_the_drain_at_once(upstream: FakeUpstream, tmp_path: Path) -> None:
+    upstream.behaviour.delay_s = 4.5  # under the model's total timeout (5 s)
+    gw = serve(tmp_path, upstream).start()
+    assert gw.proc is not None
+    try:
+        slow = in_background(1, lambda: chat(gw.url))
+        wait_until(lambda: upstream.in_flight == 1, 5, "a request in flight")
+        gw.proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: "draining: 1 requests in flight" in gw.log.read_text(), 5, "drain")
+        gw.proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        assert gw.proc.wait(10) == 0
+        assert time.monotonic() - started < 2.5  # the slow request had 4 s left
+        assert "second signal: cutting 1 requests still in flight" in gw.log.read_text()
+        wait_until(lambda: len(slow) == 1, 5, "the cut request")
+        assert isinstance(slow[0], httpx.HTTPError)
+    finally:
+        gw.stop()
+
+
 def _refused(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
