@@ -143,7 +143,7 @@ def compile_resources(resources: Resources) -> tuple[GatewayConfig, list[Problem
 
 def _compile_once(resources: Resources) -> tuple[GatewayConfig, list[Problem]]:
     problems: list[Problem] = []
-    _check_unique_oidc(resources.tenants, problems)
+    without_oidc = _check_unique_oidc(resources.tenants, problems)
     owners = _claim_names(resources.models, resources.incumbents, problems)
     fallbacks = _fallbacks(resources.models, owners, problems)
     models = {
@@ -158,7 +158,9 @@ def _compile_once(resources: Resources) -> tuple[GatewayConfig, list[Problem]]:
     }
     tenants = {}
     for tenant in sorted(resources.tenants, key=lambda t: t.tenant_id):
-        tenants[tenant.tenant_id] = _tenant_policy(tenant, owners, problems)
+        tenants[tenant.tenant_id] = _tenant_policy(
+            tenant, owners, problems, oidc=tenant.ref not in without_oidc
+        )
     api_keys = _api_keys(resources, problems)
     config = GatewayConfig(models=models, aliases=aliases, tenants=tenants, api_keys=api_keys)
     return config, problems
@@ -182,11 +184,13 @@ def _unique_objects(resources: Resources, problems: list[Problem]) -> Resources:
     )
 
 
-def _check_unique_oidc(tenants: Iterable[Tenant], problems: list[Problem]) -> None:
+def _check_unique_oidc(tenants: Iterable[Tenant], problems: list[Problem]) -> set[str]:
     """An (issuer, audience) pair belongs to one tenant: a token of that pair would otherwise
     be one tenant's or another's by a header, and a tenant naming another's issuer with its
-    own jwksURL would mint tokens for it."""
+    own jwksURL would mint tokens for it. The refs of the tenants that lose their OIDC
+    (only that: their API keys and models stay)."""
     owners: dict[tuple[str, str], Tenant] = {}
+    losers: set[str] = set()
     # The oldest keeps it: a new Tenant cannot push an existing one off its identity provider.
     for tenant in sorted(tenants, key=claim_order):
         oidc = tenant.spec.auth.oidc
@@ -200,8 +204,12 @@ def _check_unique_oidc(tenants: Iterable[Tenant], problems: list[Problem]) -> No
                     tenant.ref,
                     "spec.auth.oidc",
                     f"issuer {pair[0]!r} with audience {pair[1]!r} is already {other.ref}'s",
+                    left_out="field",
+                    conflict=True,
                 )
             )
+            losers.add(tenant.ref)
+    return losers
 
 
 def _claim_names(
@@ -379,7 +387,11 @@ def _find_cycle(graph: Mapping[str, list[str]]) -> list[str] | None:
 
 
 def _tenant_policy(
-    tenant: Tenant, owners: Mapping[str, ModelDeployment], problems: list[Problem]
+    tenant: Tenant,
+    owners: Mapping[str, ModelDeployment],
+    problems: list[Problem],
+    *,
+    oidc: bool = True,
 ) -> TenantPolicy:
     allowed: set[str] = set()
     for i, name in enumerate(tenant.spec.models):
@@ -397,7 +409,7 @@ def _tenant_policy(
             allowed.add(md.served_name)
     spec = tenant.spec
     budget = spec.budget
-    oidc = spec.auth.oidc
+    provider = spec.auth.oidc if oidc else None
     return TenantPolicy(
         id=tenant.tenant_id,
         display_name=spec.display_name or tenant.metadata.name,
@@ -411,14 +423,14 @@ def _tenant_policy(
         if budget
         else None,
         oidc=OIDCProvider(
-            issuer=oidc.issuer.rstrip("/"),
-            audience=oidc.audience,
-            jwks_url=oidc.jwks_url,
-            groups_claim=oidc.groups_claim,
-            user_claim=oidc.user_claim,
-            roles=dict(sorted(oidc.roles.items())),
+            issuer=provider.issuer.rstrip("/"),
+            audience=provider.audience,
+            jwks_url=provider.jwks_url,
+            groups_claim=provider.groups_claim,
+            user_claim=provider.user_claim,
+            roles=dict(sorted(provider.roles.items())),
         )
-        if oidc
+        if provider
         else None,
         rules=_rules(tenant, owners, allowed, problems),
         department=tenant.spec.cost_center.department,

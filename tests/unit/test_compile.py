@@ -317,5 +317,8 @@ def test_an_oidc_issuer_stays_with_the_older_tenant() -> None:
         with_oidc("a", "2026-02-01T00:00:00Z"),
     )
     config, found = compile_resources(Resources(tenants=[rogue, victim]))
-    assert list(config.tenants) == ["default/victim"]
-    assert [p.ref for p in found] == ["Tenant default/a"]
+    assert config.tenants["default/victim"].oidc is not None
+    # The newcomer loses the identity provider only; its keys and models stay.
+    assert config.tenants["default/a"].oidc is None
+    assert config.tenants["default/a"].models == config.tenants["default/victim"].models
+    assert [(p.ref, p.left_out, p.conflict) for p in found] == [("Tenant default/a", "field", True)]
