@@ -333,16 +333,21 @@ def vegeta_at(system: System, rate: float, seconds: float) -> tuple[float, float
     return doc["latencies"]["50th"] / 1e6, doc["latencies"]["99th"] / 1e6
 
 
-SOAKABLE = {"memory": 2, "redis": 3, "workers": 4}
-"""--soak-system: where each llmrouter configuration is in the list of systems."""
+SOAKABLE = {
+    "memory": "llmrouter-memory",
+    "redis": "llmrouter-redis",
+    "workers": "llmrouter-redis-workers",
+}
+"""--soak-system: the llmrouter configuration (named as its log) that a soak starts alone."""
 
 
 def soak(system: System, minutes: float, smoke: bool) -> None:
     """Half of the system's maximum rate for ``minutes``; resident memory after each slice."""
     slice_s = 1 if smoke else 30
     rate = wrk_max(system, 1 if smoke else 5) / 2
-    if smoke:
-        rate = min(rate, SMOKE_MAX_RATE)
+    share = "50% of max"
+    if smoke and rate > SMOKE_MAX_RATE:
+        rate, share = SMOKE_MAX_RATE, "smoke: capped"
     system.results["failed"] = 0
     rss = []
     deadline = time.monotonic() + minutes * 60
@@ -356,7 +361,7 @@ def soak(system: System, minutes: float, smoke: bool) -> None:
         )
     warm, last = rss[min(1, len(rss) - 1)], rss[-1]
     print(
-        f"\nsoak of {system.name}: {minutes:g} min at {rate:.0f} req/s (50% of max); "
+        f"\nsoak of {system.name}: {minutes:g} min at {rate:.0f} req/s ({share}); "
         f"RSS after warm-up {warm:.1f} MiB, at the end {last:.1f} MiB "
         f"({(last - warm) / warm * 100:+.1f}%); failed requests: {system.results['failed']}"
     )
@@ -451,18 +456,19 @@ def run(args: argparse.Namespace, logs: Logs, load: float, noisy: bool) -> str:
         systems = [System("upstream (nginx)", json_url, procs=[nginx])]
         (tmp / "floor.py").write_text(FLOOR)
         port = free_port()
-        systems.append(
-            System(
-                "aiohttp pass-through (uvloop)",
-                f"http://127.0.0.1:{port}/v1/chat/completions",
-                procs=[
-                    logs.popen(
-                        "aiohttp-floor",
-                        [sys.executable, str(tmp / "floor.py"), json_url, sse_url, str(port)],
-                    )
-                ],
+        if not args.soak_minutes:
+            systems.append(
+                System(
+                    "aiohttp pass-through (uvloop)",
+                    f"http://127.0.0.1:{port}/v1/chat/completions",
+                    procs=[
+                        logs.popen(
+                            "aiohttp-floor",
+                            [sys.executable, str(tmp / "floor.py"), json_url, sse_url, str(port)],
+                        )
+                    ],
+                )
             )
-        )
         resources = tmp / "resources.yaml"
         resources.write_text(
             RESOURCES.replace("JSON", f"http://127.0.0.1:{json_port}").replace(
@@ -495,6 +501,8 @@ def run(args: argparse.Namespace, logs: Logs, load: float, noisy: bool) -> str:
                 ["--state", redis_url, "--workers", str(cores)],
             ),
         ):
+            if args.soak_minutes and log != SOAKABLE[args.soak_system]:
+                continue  # a soak runs its system alone
             port = free_port()
             proc = logs.popen(
                 log,
@@ -542,7 +550,7 @@ def run(args: argparse.Namespace, logs: Logs, load: float, noisy: bool) -> str:
                 if system.launch is None:
                     wait_ready(system.url, system.auth, system.procs)
             if args.soak_minutes:
-                system = systems[SOAKABLE[args.soak_system]]
+                system = systems[-1]
                 soak(system, args.soak_minutes, args.smoke)
                 return failures([system])
             for system in systems:
