@@ -229,8 +229,9 @@ def compile_and_publish() -> str:
 
 
 def compile_conditions(obj: dict[str, Any], problems: list[Problem]) -> list[dict[str, Any]]:
-    """The object's conditions with Compiled (and, for a ModelDeployment, Conflict) set
-    from what this compile found; equal to what it has when nothing changed."""
+    """The object's conditions with Compiled and Conflict (a model name or an OIDC issuer
+    that another object holds) set from what this compile found; equal to what it has when
+    nothing changed."""
     generation = obj["metadata"].get("generation")
     left_out = any(p.left_out == "object" for p in problems)
     compiled = (
@@ -244,19 +245,15 @@ def compile_conditions(obj: dict[str, Any], problems: list[Problem]) -> list[dic
             generation,
         )
     )
-    updates = [compiled]
-    if obj.get("kind") == "ModelDeployment":
-        conflicts = [p for p in problems if p.conflict]
-        updates.append(
-            condition(
-                "Conflict",
-                bool(conflicts),
-                "NameClaimed" if conflicts else "NoConflict",
-                "; ".join(f"{p.field}: {p.message}" for p in conflicts),
-                generation,
-            )
-        )
-    return merged((obj.get("status") or {}).get("conditions"), *updates)
+    conflicts = [p for p in problems if p.conflict]
+    conflict = condition(
+        "Conflict",
+        bool(conflicts),
+        "ClaimedByAnother" if conflicts else "NoConflict",
+        "; ".join(f"{p.field}: {p.message}" for p in conflicts),
+        generation,
+    )
+    return merged((obj.get("status") or {}).get("conditions"), compiled, conflict)
 
 
 def report(objects: dict[str, dict[str, Any]], problems: list[Problem]) -> None:

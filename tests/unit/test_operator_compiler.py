@@ -113,7 +113,7 @@ def test_report_writes_only_what_changed(monkeypatch: pytest.MonkeyPatch) -> Non
     )
     assert (by_type["Conflict"]["status"], by_type["Conflict"]["reason"]) == (
         "True",
-        "NameClaimed",
+        "ClaimedByAnother",
     )
     assert by_type["Conflict"]["message"] == "spec.aliases[0]: taken"
     written = {**md, "status": status}
