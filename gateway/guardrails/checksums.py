@@ -58,6 +58,27 @@ def iban(text: str) -> bool:
     return int(value) % 97 == 1
 
 
+def iban_prefix(text: str) -> bool | int:
+    """Whether ``text`` is an IBAN, or the length of the IBAN it starts with (the pattern
+    may have taken a following group of characters too, when the IBAN's own last group is
+    complete)."""
+    expected = IBAN_LENGTHS.get(text[:2])
+    if expected is None:
+        return False
+    count = 0
+    for i, c in enumerate(text):
+        if c != " ":
+            count += 1
+        if count == expected:
+            end = i + 1
+            if end < len(text) and text[end] != " ":
+                return False
+            if not iban(text[:end]):
+                return False
+            return True if end == len(text) else end
+    return False
+
+
 def us_ssn(text: str) -> bool:
     """The SSA's format rules: no area 000, 666 or 9xx, no group 00, no serial 0000, and
     not the numbers published in advertising."""

@@ -32,7 +32,8 @@ class Detector:
     """Every character a match can consume; None: any."""
     literals: tuple[str, ...] = ()
     """A match contains one of these; empty: no pre-check."""
-    valid: Callable[[str], bool] | None = None
+    valid: Callable[[str], bool | int] | None = None
+    """Whether a match is the real thing; an int: only its first so many characters are."""
     needs_digit: bool = False
 
     @property
@@ -134,8 +135,13 @@ BUILTIN: dict[str, Detector] = {
         ),
         Detector(
             "payment_card",
-            re.compile(r"(?<![\d.-])\d(?:[ -]?\d){12,18}(?![\d])"),
-            max_length=37,
+            # Digits in one run, or in groups with one kind of separator (4-4-4-4, Amex
+            # 4-6-5): a loose pattern would swallow a neighbouring number and fail Luhn.
+            re.compile(
+                r"(?<![\d.-])(?:\d{13,19}|\d{4}([ -])\d{4}\1\d{4}\1\d{1,4}(?:\1\d{1,3})?"
+                r"|\d{4}([ -])\d{6}\2\d{4,5})(?![\d])"
+            ),
+            max_length=23,
             alphabet=_chars(_DIGITS, " -"),
             valid=checksums.payment_card,
             needs_digit=True,
@@ -148,7 +154,7 @@ BUILTIN: dict[str, Detector] = {
             ),
             max_length=4 + 7 * 5 + 4,
             alphabet=_chars(_UPPER_ALNUM, " "),
-            valid=checksums.iban,
+            valid=checksums.iban_prefix,
             needs_digit=True,
         ),
         Detector(

@@ -77,8 +77,12 @@ class Scanner:
                     continue
                 valid = d.valid
                 for m in d.pattern.finditer(text, pos):
-                    ok = valid is None or valid(m.group())
-                    found.append(Span(m.start(), m.end(), rule, ok))
+                    ok = True if valid is None else valid(m.group())
+                    if isinstance(ok, bool):
+                        found.append(Span(m.start(), m.end(), rule, ok))
+                    else:  # the match still holds its place in the scan; a prefix is real
+                        found.append(Span(m.start(), m.end(), rule, False))
+                        found.append(Span(m.start(), m.start() + ok, rule, True))
         except Exception as exc:
             raise DetectorFailed(str(exc)) from exc
         if len(found) > 1:

@@ -9,6 +9,7 @@ then scanned as a whole answer's are. A chunk left with nothing to say is droppe
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -34,6 +35,13 @@ class StreamGuard:
         self._template: dict[str, Any] = {}
         self._chat = True
         self._indexes: set[int] = set()
+        self.report: Callable[[Counter[tuple[str, Action]]], None] | None = None
+        """Told the findings once, when the stream is over (done)."""
+
+    def done(self) -> None:
+        report, self.report = self.report, None
+        if report is not None:
+            report(self.findings)
 
     def event(self, event: bytes) -> list[bytes]:
         """The events to send for one upstream event. Raises Blocked or DetectorFailed."""
