@@ -34,6 +34,7 @@ from llmrouter.operator.api.experiment import Experiment
 from llmrouter.operator.api.modeldeployment import ModelDeployment
 from llmrouter.operator.api.tenant import Limits as LimitsSpec
 from llmrouter.operator.api.tenant import Tenant
+from llmrouter.operator.compile_guardrails import data_policy
 from llmrouter.operator.names import SERVER_KEY, server_key_secret_name
 
 LLAMACPP_PORT = 8080
@@ -436,6 +437,7 @@ def _tenant_policy(
         department=tenant.spec.cost_center.department,
         project=tenant.spec.cost_center.project,
         state_outage_policy=_OUTAGE_POLICIES.get(spec.state_outage_policy or ""),
+        data_policy=data_policy(tenant, problems),
     )
 
 

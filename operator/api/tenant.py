@@ -115,6 +115,73 @@ class CostCenter(SpecModel):
     project: Annotated[str, Field(max_length=63)] | None = None
 
 
+Detector = Literal[
+    "email",
+    "phone",
+    "paymentCard",
+    "iban",
+    "nationalId",
+    "awsAccessKey",
+    "privateKey",
+    "githubToken",
+    "slackToken",
+    "stripeKey",
+    "openaiKey",
+    "anthropicKey",
+    "jwt",
+    "secrets",
+]
+GuardAction = Literal["Redact", "Block", "Flag"]
+GuardDirection = Literal["Input", "Output", "Both"]
+
+
+class DetectorRule(SpecModel):
+    """A built-in detector. nationalId: US SSN and Spanish DNI/NIE. secrets: every secret
+    type (cloud keys, API tokens, private keys, JWTs)."""
+
+    type: Detector
+    action: GuardAction = Field(
+        "Redact",
+        description="Redact replaces the value with [REDACTED:type]; Block refuses the "
+        "request (400) or ends the answer (finish_reason content_filter); Flag only counts.",
+    )
+    direction: GuardDirection = Field(
+        "Both", description="Prompts sent to models (Input), answers (Output), or both."
+    )
+
+
+class CustomPattern(SpecModel):
+    """A tenant's own pattern, matched by RE2 (linear time: no backreferences or
+    look-arounds). Every repeat must be bounded (`{1,20}`, not `+` or `*`): a stream keeps
+    back as many characters as the longest match."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]
+    regex: Annotated[str, Field(min_length=1, max_length=1024)]
+    max_length: Annotated[int, Field(ge=1, le=1024)] = Field(
+        256, description="The longest match the pattern may have; a longer one is refused."
+    )
+    action: GuardAction = "Redact"
+    direction: GuardDirection = "Both"
+
+
+class DataPolicy(SpecModel):
+    """Guardrails on this tenant's prompts and answers."""
+
+    detectors: list[DetectorRule] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    custom_patterns: list[CustomPattern] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    prompt_injection: Literal["Off", "Flag", "Block"] = Field(
+        "Flag",
+        description="Heuristics on prompts: override phrases, chat-template tokens, invisible "
+        "characters. They misfire on some honest prompts, hence Flag (count only) by default.",
+    )
+
+
 class TenantSpec(SpecModel):
     display_name: Annotated[str, Field(max_length=256)] | None = None
     models: list[Annotated[str, Field(pattern=ALLOWED_MODEL)]] = Field(
@@ -139,6 +206,7 @@ class TenantSpec(SpecModel):
         "on each gateway's local limits, FailClosed refuses this tenant's requests with 503. "
         "Default: the gateway's --redis-failure-policy.",
     )
+    data_policy: DataPolicy | None = None
 
     @field_validator("api_keys")
     @classmethod
