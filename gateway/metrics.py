@@ -96,6 +96,13 @@ class GatewayMetrics:
             ["tenant", "limit"],
             registry=self.registry,
         )
+        self.guardrail_findings = Counter(
+            "llmrouter_guardrail_findings",
+            "Data-policy findings, by detector, direction (input, output) and action "
+            "(redact, block, flag); never the values.",
+            ["tenant", "detector", "direction", "action"],
+            registry=self.registry,
+        )
         self.counted_usage = Counter(
             "llmrouter_usage_counted_by_gateway",
             "Requests charged what the gateway counted because the model server reported no "

@@ -22,6 +22,7 @@ from llmrouter.gateway.accounting import Outcome, account
 from llmrouter.gateway.admission import Ask, ask_for, refusal_error
 from llmrouter.gateway.cache import CACHE_HEADER, cache_key, cacheable
 from llmrouter.gateway.config import GatewayConfig, ModelRoute
+from llmrouter.gateway.data_policy import check_answer, check_request, stream_guard
 from llmrouter.gateway.endpoints import Endpoint, choose
 from llmrouter.gateway.errors import (
     GatewayError,
@@ -82,6 +83,7 @@ async def handle_model_request(request: web.Request, operation: Operation) -> we
     if trial is not None:
         resolution = with_trial(config, req.model, trial)
         req = parse_request(operation, orjson.dumps(with_variant(req.body, trial.variant)))
+    req = check_request(request, req)
     chain = fallback_chain(config, identity.tenant, resolution.route)
     ask = ask_for(req, chain)
     plan = await _admit(request, ask)
@@ -317,6 +319,7 @@ async def _complete(
     outcome.usage = Usage.from_openai(doc.get("usage") if isinstance(doc, dict) else None)
     if outcome.usage is None:
         outcome.output_estimate = output_estimate(doc)
+    raw = check_answer(request, raw, doc)
     return web.Response(
         body=raw, content_type="application/json", headers=_headers(request, outcome)
     )
@@ -342,7 +345,7 @@ async def _stream(
     await out.prepare(request)
     outcome.ttft_s = time.perf_counter() - started
     try:
-        await relay(first, events, out, req.wants_usage, outcome)
+        await relay(first, events, out, req.wants_usage, outcome, stream_guard(request))
         await out.write_eof()
     except StreamBroken as broken:
         # Bytes already reached the client: the only honest ending is an error event.

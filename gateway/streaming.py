@@ -17,6 +17,7 @@ from aiohttp import web
 from llmrouter.gateway.accounting import Outcome
 from llmrouter.gateway.config import ModelRoute
 from llmrouter.gateway.errors import GatewayError, UpstreamFailed, UpstreamTimeout
+from llmrouter.gateway.guardrails.sse import Blocked, DetectorFailed, StreamGuard
 from llmrouter.gateway.providers import StreamTranslator
 from llmrouter.gateway.usage import Usage
 
@@ -83,8 +84,11 @@ async def relay(
     out: web.StreamResponse,
     wants_usage: bool,
     outcome: Outcome,
+    guard: StreamGuard | None = None,
 ) -> None:
     """Pass each event on as soon as it is whole; read usage and count content on the way."""
+    if guard is not None:
+        return await _relay_guarded(first, events, out, wants_usage, outcome, guard)
     event: bytes | None = first
     while event is not None:
         usage_only = b'"usage"' in event and _take_usage(event, outcome)
@@ -95,6 +99,39 @@ async def relay(
         elif wants_usage:
             await out.write(event)
         event = await anext(events, None)
+
+
+async def _relay_guarded(
+    first: bytes,
+    events: AsyncIterator[bytes],
+    out: web.StreamResponse,
+    wants_usage: bool,
+    outcome: Outcome,
+    guard: StreamGuard,
+) -> None:
+    """relay() through the tenant's output guardrails: text is held back only as long as a
+    match could still be forming (gateway/guardrails/stream.py). A ``block`` finding, or a
+    detector failing, ends the stream with ``finish_reason: content_filter`` and an error
+    event; the upstream is not read further."""
+    event: bytes | None = first
+    try:
+        while event is not None:
+            if b'"usage"' in event and _take_usage(event, outcome):
+                if wants_usage:
+                    await out.write(event)
+            else:
+                for item in guard.event(event):
+                    await out.write(item)
+                    if item.startswith(b"data: {"):
+                        outcome.output_events += 1
+            event = await anext(events, None)
+        for item in guard.end():
+            await out.write(item)
+    except (Blocked, DetectorFailed) as exc:
+        for item in guard.blocked(exc):
+            await out.write(item)
+    finally:
+        guard.done()
 
 
 def _take_usage(event: bytes, outcome: Outcome) -> bool:

@@ -30,6 +30,9 @@ class Behaviour:
     """Share of requests answered with 500, drawn from a seeded generator."""
     usage: bool = True
     """Report usage; False is a server that never does (whatever include_usage says)."""
+    content: list[str] | None = None
+    """A chat answer's content, one stream chunk per piece (a whole answer joins them);
+    None: the default answer."""
 
 
 @dataclass
@@ -113,7 +116,10 @@ class FakeUpstream:
                     {
                         "index": 0,
                         "finish_reason": "stop",
-                        "message": {"role": "assistant", "content": "hello from upstream"},
+                        "message": {
+                            "role": "assistant",
+                            "content": "".join(self.behaviour.content or ["hello from upstream"]),
+                        },
                     }
                 ],
                 **self._usage(7, 5),
@@ -162,7 +168,7 @@ class FakeUpstream:
         b = self.behaviour
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
-        for i in range(b.chunks):
+        for i in range(len(b.content) if chat and b.content is not None else b.chunks):
             if b.break_stream_after is not None and i >= b.break_stream_after:
                 # Let the client read what was sent: aiohttp drops buffered bytes once it
                 # sees the connection end mid-body.
@@ -175,7 +181,7 @@ class FakeUpstream:
             if chat:
                 choice: dict[str, Any] = {
                     "index": 0,
-                    "delta": {"content": f"tok{i} "},
+                    "delta": {"content": b.content[i] if b.content is not None else f"tok{i} "},
                     "finish_reason": None,
                 }
                 obj = "chat.completion.chunk"
