@@ -18,8 +18,8 @@ import pytest
 from kubernetes import client
 
 from llmrouter.gateway.config import hash_api_key
-from llmrouter.operator.main import PEERING_LIFETIME_S
 from llmrouter.operator.names import api_key_secret_name
+from llmrouter.operator.peering import PEERING_LIFETIME_S
 from tests.e2e.kube_fixtures import (
     admin_client,
     control_plane,

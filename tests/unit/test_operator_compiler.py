@@ -127,7 +127,7 @@ def test_report_writes_only_what_changed(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_operator_replicas_get_distinct_priorities_the_earliest_highest() -> None:
-    from llmrouter.operator.main import peering_priority
+    from llmrouter.operator.peering import peering_priority
 
     first, later = peering_priority(1_800_000_000, 999_999), peering_priority(1_800_000_001, 0)
     assert first > later
