@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from llmrouter.gateway.admission import Ask
+from llmrouter.gateway.audit_events import request_done
 from llmrouter.gateway.config import ModelRoute
 from llmrouter.gateway.experiments.assignment import Trial
 from llmrouter.gateway.experiments.measurement import measure
@@ -109,6 +110,7 @@ async def account(
         stream=req.stream,
     )
     metrics.observe(record)
+    request_done(app, identity, record, outcome.steps)
     if outcome.trial is not None and outcome.trial.measured:
         await measure(app[STATE], outcome.trial, record)
     if app[SETTINGS].access_log:

@@ -15,6 +15,7 @@ from llmrouter.gateway import middleware
 from llmrouter.gateway.admin import admin_routes
 from llmrouter.gateway.admin_experiments import experiment_routes
 from llmrouter.gateway.admission import PlanMemo
+from llmrouter.gateway.audit_events import config_applied, setup_audit
 from llmrouter.gateway.budget import BudgetMonitor
 from llmrouter.gateway.cache import MemoryCache, RedisCache
 from llmrouter.gateway.config import GatewayConfig
@@ -99,6 +100,7 @@ def create_app(
     app.add_routes(admin_routes)
     app.add_routes(feedback_routes)
     app.add_routes(experiment_routes)
+    setup_audit(app)
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_poll_endpoints)
     if settings.metrics_port is not None:
@@ -184,3 +186,4 @@ def offer_config(app: web.Application, config: GatewayConfig | None, error: str 
         return
     app[METRICS].config_reloads.labels("ok").inc()
     app[STORE].replace(config)
+    config_applied(app, config)

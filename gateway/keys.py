@@ -6,6 +6,7 @@ import aiohttp
 from aiohttp import web
 
 from llmrouter.gateway.admission import PlanMemo
+from llmrouter.gateway.audit.writer import AuditWriter
 from llmrouter.gateway.auth import Identity
 from llmrouter.gateway.budget import BudgetMonitor
 from llmrouter.gateway.cache import ResponseCache
@@ -33,6 +34,8 @@ CACHE = web.AppKey("cache", ResponseCache)
 BUDGETS = web.AppKey("budgets", BudgetMonitor)
 PLANS = web.AppKey("plans", PlanMemo)
 LOAD = web.AppKey("load", Load)
+AUDIT = web.AppKey("audit", AuditWriter)
+"""Present only when the gateway keeps an audit log (``--audit-file``)."""
 
 # Per request, set by the middlewares.
 REQUEST_ID = web.RequestKey("request_id", str)

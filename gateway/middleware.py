@@ -12,6 +12,7 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from llmrouter.gateway.audit_events import refused
 from llmrouter.gateway.auth import authenticate_key, presented_credential
 from llmrouter.gateway.errors import GatewayError, Overloaded, error_body
 from llmrouter.gateway.keys import (
@@ -63,6 +64,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except GatewayError as exc:
+        refused(request, exc)
         return json_error(exc.status, exc.body(), echo, exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:

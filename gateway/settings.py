@@ -78,6 +78,39 @@ class GatewaySettings:
     """A request body must arrive within this many seconds of the gateway asking for it;
     else 408 ``request_timeout`` and the connection is closed."""
 
+    audit_file: str | None = None
+    """The audit log (JSON lines, hash-chained, rotated); None keeps no audit log. A second
+    process given the same path writes PATH.1, PATH.2…"""
+
+    audit_signing_key_file: str | None = None
+    """PEM Ed25519 private key that signs the checkpoints (``llmrouter audit keygen``)."""
+
+    audit_checkpoint_file: str | None = None
+    """Where signed checkpoints are appended; None: ``<stem>-checkpoints<suffix>`` beside the
+    log. With ``state_url`` they also go to a Redis list."""
+
+    audit_hmac_key_file: str | None = None
+    """Key of the HMACs that stand for key names, OIDC subjects and addresses; None: the
+    environment's LLMROUTER_AUDIT_HMAC_KEY, else a random key per process."""
+
+    audit_checkpoint_every: int = 1000
+    """Records between two checkpoints, at most."""
+
+    audit_checkpoint_interval_s: float = 10.0
+    """Seconds between two checkpoints, at most, while records come."""
+
+    audit_stdout: bool = False
+    """Copy every audit line to stdout, for a log collector feeding a SIEM."""
+
+    audit_rotate_bytes: int = 100 * 1024 * 1024
+    """The audit file is rotated once this large."""
+
+    audit_rotate_age_s: float = 24 * 3600.0
+    """The audit file is rotated once this old."""
+
+    audit_retention_days: int | None = None
+    """Rotated audit files older than this are removed; None keeps them."""
+
     jwks_min_refresh_s: float = 10.0
     """An OIDC token with an unknown key id refetches the issuer's keys at most this often."""
 

@@ -60,6 +60,150 @@ def add_parser(sub: Any) -> None:
     hmac_.add_argument("--key-file", type=Path, required=True, metavar="FILE")
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number, 1 or more")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number of seconds above zero")
+    return value
+
+
+def add_gateway_args(parser: argparse.ArgumentParser) -> None:
+    """The audit flags of ``serve`` and ``gateway``."""
+    group = parser.add_argument_group("audit log")
+    group.add_argument(
+        "--audit-file",
+        metavar="PATH",
+        help="keep a hash-chained audit log here (rotated; needs --audit-signing-key)",
+    )
+    group.add_argument(
+        "--audit-signing-key",
+        metavar="PEM",
+        help="Ed25519 key that signs the checkpoints (make one: llmrouter audit keygen)",
+    )
+    group.add_argument(
+        "--audit-checkpoints",
+        metavar="FILE",
+        help="append signed checkpoints here, ideally a volume the gateway can only append "
+        "to (default: <stem>-checkpoints<suffix> beside the log; with --state also Redis)",
+    )
+    group.add_argument(
+        "--audit-hmac-key-file",
+        metavar="FILE",
+        help="key of the HMACs standing for key names, subjects and addresses (default: "
+        "$LLMROUTER_AUDIT_HMAC_KEY, else random per process)",
+    )
+    group.add_argument(
+        "--audit-checkpoint-every",
+        type=_count,
+        default=1000,
+        metavar="N",
+        help="sign a checkpoint after at most N records (default: 1000)",
+    )
+    group.add_argument(
+        "--audit-checkpoint-interval",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="and at most this many seconds apart (default: 10)",
+    )
+    group.add_argument(
+        "--audit-stdout", action="store_true", help="copy every audit line to stdout (SIEM)"
+    )
+    group.add_argument(
+        "--audit-rotate-bytes",
+        type=_count,
+        default=100 * 1024 * 1024,
+        metavar="BYTES",
+        help="rotate the audit file at this size (default: 100 MiB)",
+    )
+    group.add_argument(
+        "--audit-rotate-age",
+        type=_seconds,
+        default=86400.0,
+        metavar="SECONDS",
+        help="rotate the audit file at this age (default: 86400)",
+    )
+    group.add_argument(
+        "--audit-retention-days",
+        type=_count,
+        default=None,
+        metavar="DAYS",
+        help="remove rotated audit files older than this (default: keep them)",
+    )
+
+
+def gateway_args_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the audit flags, in words, before anything starts."""
+    from llmrouter.gateway.audit.chain import Signer
+    from llmrouter.gateway.audit.pseudonym import Pseudonyms, read_key
+
+    if not args.audit_file:
+        if args.audit_signing_key or args.audit_checkpoints or args.audit_stdout:
+            return "the --audit-* flags need --audit-file PATH"
+        return None
+    if not args.audit_signing_key:
+        return (
+            "--audit-file needs --audit-signing-key PEM: checkpoints must be signed "
+            "(make a key with `llmrouter audit keygen PREFIX`)"
+        )
+    try:
+        Signer.from_pem(Path(args.audit_signing_key).read_bytes())
+    except OSError as exc:
+        return f"--audit-signing-key {args.audit_signing_key}: {exc.strerror or exc}"
+    except (ValueError, TypeError) as exc:
+        return f"--audit-signing-key {args.audit_signing_key}: not an Ed25519 PEM key ({exc})"
+    if args.audit_hmac_key_file:
+        try:
+            Pseudonyms(read_key(Path(args.audit_hmac_key_file).read_bytes()))
+        except OSError as exc:
+            return f"--audit-hmac-key-file {args.audit_hmac_key_file}: {exc.strerror or exc}"
+        except ValueError as exc:
+            return f"--audit-hmac-key-file {args.audit_hmac_key_file}: {exc}"
+    for flag, path in (
+        ("--audit-file", args.audit_file),
+        ("--audit-checkpoints", args.audit_checkpoints),
+    ):
+        if path is None:
+            continue
+        folder = Path(path).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return f"{flag} {path}: {exc.strerror or exc}"
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return f"{flag} {path}: its folder is not writable"
+    return None
+
+
+def settings_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The GatewaySettings fields of the audit flags."""
+    return {
+        "audit_file": args.audit_file,
+        "audit_signing_key_file": args.audit_signing_key,
+        "audit_checkpoint_file": args.audit_checkpoints,
+        "audit_hmac_key_file": args.audit_hmac_key_file,
+        "audit_checkpoint_every": args.audit_checkpoint_every,
+        "audit_checkpoint_interval_s": args.audit_checkpoint_interval,
+        "audit_stdout": args.audit_stdout,
+        "audit_rotate_bytes": args.audit_rotate_bytes,
+        "audit_rotate_age_s": args.audit_rotate_age,
+        "audit_retention_days": args.audit_retention_days,
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     if args.audit_command == "keygen":
         return _keygen(args.prefix)

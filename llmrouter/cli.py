@@ -216,6 +216,7 @@ def _gateway_args(parser: argparse.ArgumentParser) -> None:
         help="with --state: a folder where usage served while Redis is unreachable is kept "
         "(fsynced) until Redis takes it, across crashes and restarts (default: memory only)",
     )
+    audit_cli.add_gateway_args(parser)
 
 
 def _secret_ref(text: str) -> tuple[str, str]:
@@ -348,7 +349,7 @@ def _gateway_args_problem(args: argparse.Namespace) -> str | None:
         problem = _writable_folder(args.usage_journal)
         if problem:
             return f"--usage-journal {args.usage_journal}: {problem}"
-    return None
+    return audit_cli.gateway_args_problem(args)
 
 
 def _writable_folder(path: str) -> str | None:
@@ -380,6 +381,7 @@ def _settings(args: argparse.Namespace) -> GatewaySettings:
         balancer=args.balancer,
         max_in_flight=args.max_in_flight,
         drain_timeout_s=args.drain_timeout,
+        **audit_cli.settings_fields(args),
         header_timeout_s=args.header_timeout,
         body_timeout_s=args.body_timeout,
     )
