@@ -13,6 +13,7 @@ from aiohttp import web
 
 from llmrouter.gateway import middleware
 from llmrouter.gateway.admin import admin_routes
+from llmrouter.gateway.admin_audit import audit_routes
 from llmrouter.gateway.admin_experiments import experiment_routes
 from llmrouter.gateway.admission import PlanMemo
 from llmrouter.gateway.audit_events import config_applied, setup_audit
@@ -100,6 +101,7 @@ def create_app(
     app.add_routes(admin_routes)
     app.add_routes(feedback_routes)
     app.add_routes(experiment_routes)
+    app.add_routes(audit_routes)
     setup_audit(app)
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_poll_endpoints)

@@ -1,0 +1,152 @@
+"""GET /admin/audit: a tenant reads its own audit records, and nothing of another's."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from llmrouter.gateway.app import create_app
+from llmrouter.gateway.audit.chain import new_key_pem
+from llmrouter.gateway.keys import AUDIT
+from llmrouter.gateway.settings import GatewaySettings
+from llmrouter.gateway.store import ConfigStore
+from llmrouter.standalone import StandaloneSource
+from tests.support.config import LOCAL_MODEL
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.serve import serving
+
+TENANTS = """
+apiVersion: llmrouter.io/v1alpha1
+kind: Tenant
+metadata: {name: acme}
+spec:
+  models: [local]
+  apiKeys:
+    - {name: dev, role: developer}
+    - {name: auditor, role: analyst}
+---
+apiVersion: llmrouter.io/v1alpha1
+kind: Tenant
+metadata: {name: rival}
+spec:
+  models: [local]
+  apiKeys:
+    - {name: dev, role: developer}
+    - {name: auditor, role: admin}
+"""
+KEYS = {
+    ("acme", "dev"): "llmr_acme_dev_key_0000000000000001",
+    ("acme", "auditor"): "llmr_acme_auditor_key_00000000002",
+    ("rival", "dev"): "llmr_rival_dev_key_000000000000003",
+    ("rival", "auditor"): "llmr_rival_auditor_key_0000000004",
+}
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path, upstream: FakeUpstream) -> AsyncIterator[tuple[str, Any]]:
+    (tmp_path / "res").mkdir()
+    (tmp_path / "res" / "all.yaml").write_text(LOCAL_MODEL + TENANTS)
+    keys = "".join(
+        f"{tenant}:\n  {name}: {key}\n" if name == "dev" else f"  {name}: {key}\n"
+        for (tenant, name), key in KEYS.items()
+    )
+    (tmp_path / "keys.yaml").write_text(keys)
+    private, _ = new_key_pem()
+    (tmp_path / "signing.key").write_bytes(private)
+    source = StandaloneSource([tmp_path / "res"], tmp_path / "keys.yaml", {"local": [upstream.url]})
+    settings = GatewaySettings(
+        audit_file=str(tmp_path / "audit.jsonl"),
+        audit_signing_key_file=str(tmp_path / "signing.key"),
+    )
+    app = create_app(settings, ConfigStore(source.load()))
+    async with serving(app) as url:
+        yield url, app
+
+
+def _auth(tenant: str, name: str) -> dict[str, str]:
+    return {"x-api-key": KEYS[tenant, name]}
+
+
+async def _traffic(client: httpx.AsyncClient, app: Any) -> dict[str, list[str]]:
+    ids: dict[str, list[str]] = {"acme": [], "rival": []}
+    chat = {"model": "local", "messages": [{"role": "user", "content": "hi"}]}
+    for tenant in ("acme", "rival", "acme", "acme", "rival"):
+        answer = await client.post("/v1/chat/completions", json=chat, headers=_auth(tenant, "dev"))
+        assert answer.status_code == 200
+        ids[tenant].append(answer.headers["x-request-id"])
+    # Denials of both tenants.
+    for tenant in ("acme", "rival"):
+        denied = await client.post(
+            "/v1/chat/completions",
+            json=chat,
+            headers=_auth(tenant, "auditor") if tenant == "acme" else {"x-api-key": "nope"},
+        )
+        assert denied.status_code in (401, 403)
+    writer = app[AUDIT]
+    for _ in range(200):  # the records are written a moment after the answers
+        if writer.queued == 0 and writer.written >= 8:
+            break
+        await asyncio.sleep(0.02)
+    return ids
+
+
+async def test_a_tenant_reads_its_own_records_only(gateway: tuple[str, Any]) -> None:
+    url, app = gateway
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        ids = await _traffic(client, app)
+        seen: dict[str, list[dict[str, Any]]] = {}
+        for tenant in ("acme", "rival"):
+            answer = await client.get("/admin/audit", headers=_auth(tenant, "auditor"))
+            assert answer.status_code == 200, answer.text
+            seen[tenant] = answer.json()["data"]
+            assert {r["tenant"] for r in seen[tenant]} == {f"default/{tenant}"}
+        acme_requests = [r["request_id"] for r in seen["acme"] if r["type"] == "request"]
+        assert acme_requests == ids["acme"]
+        assert [r["type"] for r in seen["acme"]].count("permission.denied") == 1
+        # rival sees its own requests and its auditor's earlier admin call, nothing of acme's.
+        rival_ids = {r.get("request_id") for r in seen["rival"]}
+        assert set(ids["rival"]) <= rival_ids and not rival_ids & set(ids["acme"])
+        assert all(r["type"] != "auth.failure" for r in seen["acme"] + seen["rival"])
+
+        # Hostile: name acme outright, or look for its request ids and key names.
+        rival = _auth("rival", "auditor")
+        other = await client.get("/admin/audit?tenant=default/acme", headers=rival)
+        assert other.status_code == 403
+        found = await client.get(f"/admin/audit?request_id={ids['acme'][0]}", headers=rival)
+        assert found.status_code == 200 and found.json()["data"] == []
+        # Both tenants have a key named auditor: only rival's own denial (just above) shows.
+        found = await client.get(
+            "/admin/audit?user=key:auditor&type=permission.denied", headers=rival
+        )
+        denials = found.json()["data"]
+        assert [(r["tenant"], r["path"]) for r in denials] == [("default/rival", "/admin/audit")]
+        # A key without audit:read reads nothing.
+        dev = await client.get("/admin/audit", headers=_auth("acme", "dev"))
+        assert dev.status_code == 403
+
+
+async def test_filters_and_paging(gateway: tuple[str, Any]) -> None:
+    url, app = gateway
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        ids = await _traffic(client, app)
+        auditor = _auth("acme", "auditor")
+        pages: list[str] = []
+        after = ""
+        while True:
+            query = f"/admin/audit?type=request&user=key:dev&limit=2{after}"
+            answer = (await client.get(query, headers=auditor)).json()
+            pages.extend(r["request_id"] for r in answer["data"])
+            if answer["next"] is None:
+                break
+            after = f"&after={answer['next']}"
+        assert pages == ids["acme"]
+        none = await client.get("/admin/audit?from=2100-01-01T00:00:00Z", headers=auditor)
+        assert none.json()["data"] == []
+        for bad in ("limit=0", "from=yesterday", "after=zzz"):
+            answer = await client.get(f"/admin/audit?{bad}", headers=auditor)
+            assert answer.status_code == 400 and answer.json()["error"]["param"], bad
