@@ -77,6 +77,9 @@ class Resources:
     experiments: list[Experiment] = field(default_factory=list)
     api_key_hashes: Mapping[tuple[str, str], str] = field(default_factory=dict)
     endpoints: Mapping[str, list[str]] = field(default_factory=dict)
+    retiring_key_hashes: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    """(tenant id, key name) → sha256 of the key it had before a rotation, while that key's
+    overlap window lasts: both work, so clients can move to the new key without a gap."""
     incumbents: Mapping[str, str] = field(default_factory=dict)
     """Model name → ``ModelDeployment ns/name`` that had it in the configuration published
     before (see :func:`incumbents`): it keeps the name while it still claims it."""
@@ -520,4 +523,9 @@ def _api_keys(resources: Resources, problems: list[Problem]) -> dict[str, ApiKey
                 role=key.role,
                 limits=_limits(key.limits) if key.limits else Limits(),
             )
+            retiring = resources.retiring_key_hashes.get((tenant.tenant_id, key.name))
+            if retiring is not None:
+                # Never over another key: a clash leaves the old key out, silently, as it
+                # is on its way out anyway.
+                entries.setdefault(retiring, entries[digest])
     return dict(sorted(entries.items()))

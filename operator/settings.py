@@ -62,6 +62,12 @@ class OperatorSettings:
     """A NetworkPolicy per llama.cpp ModelDeployment lets only gateway pods reach its
     servers; off where the cluster's network plugin or another policy already sees to it."""
 
+    rotation_overlap_s: float = field(
+        default_factory=lambda: float(os.environ.get("LLMROUTER_ROTATION_OVERLAP", "300"))
+    )
+    """After a key rotation, the old key keeps working this long, so clients can move to
+    the new one without a gap (0: it stops at once)."""
+
     resync_s: float = 30.0
     """Recompile at least this often, even when no watched resource changed."""
 

@@ -35,6 +35,8 @@ from llmrouter.operator.names import (
 from llmrouter.operator.render import (
     API_KEY_LABEL,
     GATEWAY_CONFIG_KEY,
+    PREVIOUS_KEY_ANNOTATION,
+    PREVIOUS_KEY_UNTIL_ANNOTATION,
     PROVIDER_CREDENTIAL_LABEL,
     TENANT_LABEL,
     render_gateway_config_secret,
@@ -68,6 +70,10 @@ class Read:
     """Every Tenant and ModelDeployment compiled, by ref, as read: for their conditions."""
     published: dict[str, Any] | None = None
     """The configuration Secret as it is now."""
+    retiring: dict[tuple[str, str], str] = field(default_factory=dict)
+    """Keys replaced by a rotation whose overlap window is still open."""
+    next_expiry: datetime.datetime | None = None
+    """When the first of those windows closes: the configuration changes then."""
 
 
 def read_resources() -> Read:
@@ -98,17 +104,20 @@ def read_resources() -> Read:
         tenants=tenants,
         models=models,
         experiments=experiments,
-        api_key_hashes=_key_hashes(tenants, read.problems),
+        api_key_hashes=_key_hashes(tenants, read),
+        retiring_key_hashes=read.retiring,
         incumbents=_published_names(read.published),
         model_server_keys=True,
     )
     return read
 
 
-def _key_hashes(tenants: list[Tenant], problems: list[Problem]) -> dict[tuple[str, str], str]:
+def _key_hashes(tenants: list[Tenant], read: Read) -> dict[tuple[str, str], str]:
     """(tenant id, key name) → hash of the key, from the labelled key Secrets. A Secret that
     holds no readable key leaves out that key alone: a freeze here would keep revoked keys
-    working for everyone."""
+    working for everyone. Keys replaced by a rotation go to ``read.retiring`` until their
+    overlap window closes."""
+    now = datetime.datetime.now(datetime.UTC)
     by_label = {(t.metadata.namespace, label_value(t.metadata.name)): t for t in tenants}
     hashes = {}
     for secret in kube.list_objects(
@@ -128,8 +137,9 @@ def _key_hashes(tenants: list[Tenant], problems: list[Problem]) -> dict[tuple[st
             why = "holds an apiKey that is not UTF-8 text in base64"
         else:
             hashes[(tenant.tenant_id, key_name)] = hash_api_key(key)
+            _retiring(meta, (tenant.tenant_id, key_name), now, read)
             continue
-        problems.append(
+        read.problems.append(
             Problem(
                 tenant.ref,
                 f"spec.apiKeys[{key_name}]",
@@ -138,6 +148,21 @@ def _key_hashes(tenants: list[Tenant], problems: list[Problem]) -> dict[tuple[st
             )
         )
     return hashes
+
+
+def _retiring(
+    meta: dict[str, Any], key: tuple[str, str], now: datetime.datetime, read: Read
+) -> None:
+    annotations = meta.get("annotations") or {}
+    previous = annotations.get(PREVIOUS_KEY_ANNOTATION)
+    try:
+        until = datetime.datetime.fromisoformat(annotations[PREVIOUS_KEY_UNTIL_ANNOTATION])
+    except (KeyError, ValueError):
+        return
+    if previous is None or until <= now:
+        return
+    read.retiring[key] = previous
+    read.next_expiry = min(until, read.next_expiry or until)
 
 
 def _published_names(secret: dict[str, Any] | None) -> dict[str, str]:
@@ -203,7 +228,9 @@ def copy_one(gateway_namespace: str, source: tuple[str, str], keys: set[str]) ->
         kube.delete("v1", "Secret", provider_copy_name(namespace, name), gateway_namespace)
 
 
-def compile_and_publish() -> str:
+def compile_and_publish() -> tuple[str, datetime.datetime | None]:
+    """The published configuration's fingerprint, and when it next changes by itself (a
+    rotated key's overlap window closing)."""
     read = read_resources()
     problems = read.problems + copy_secrets(read.resources)
     config, compiled = compile_resources(read.resources)
@@ -225,7 +252,7 @@ def compile_and_publish() -> str:
             len(config.api_keys),
         )
     report(read.objects, problems)
-    return fingerprint
+    return fingerprint, read.next_expiry
 
 
 def compile_conditions(obj: dict[str, Any], problems: list[Problem]) -> list[dict[str, Any]]:
@@ -332,16 +359,22 @@ def standing_by(kopf_settings: kopf.OperatorSettings) -> bool:
 
 
 async def _compile_loop(changed: asyncio.Event, kopf_settings: kopf.OperatorSettings) -> None:
+    expiry: datetime.datetime | None = None
     while True:
-        # Also every so often: provider key Secrets are not watched, and may change.
+        # Also every so often: provider key Secrets are not watched, and may change; and
+        # when a rotated key's overlap closes, so that it stops working then.
+        timeout = settings.current().resync_s
+        if expiry is not None:
+            left = (expiry - datetime.datetime.now(datetime.UTC)).total_seconds()
+            timeout = min(timeout, max(0.0, left) + 0.1)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), settings.current().resync_s)
+            await asyncio.wait_for(changed.wait(), timeout)
         await asyncio.sleep(settings.current().compile_debounce_s)
         changed.clear()
         try:
             if await asyncio.to_thread(standing_by, kopf_settings):
                 continue  # the active replica compiles; Kopf wakes this one if it goes
-            await asyncio.to_thread(compile_and_publish)
+            _, expiry = await asyncio.to_thread(compile_and_publish)
         except Exception:  # the loop must outlive any one failure; the next change retries
             logger.exception("compiling the gateway configuration failed")
             await asyncio.sleep(1)

@@ -9,14 +9,21 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from llmrouter.operator import kube
+from llmrouter.gateway.config import hash_api_key
+from llmrouter.operator import kube, settings
 from llmrouter.operator.api.common import GROUP, VERSION
 from llmrouter.operator.api.tenant import Tenant
 from llmrouter.operator.apikeys import fingerprint, generate_api_key
 from llmrouter.operator.controllers.compiler import request_compile
 from llmrouter.operator.controllers.conditions import condition, merged
 from llmrouter.operator.names import label_value
-from llmrouter.operator.render import API_KEY_LABEL, TENANT_LABEL, render_api_key_secret
+from llmrouter.operator.render import (
+    API_KEY_LABEL,
+    PREVIOUS_KEY_ANNOTATION,
+    PREVIOUS_KEY_UNTIL_ANNOTATION,
+    TENANT_LABEL,
+    render_api_key_secret,
+)
 
 ROTATE_ANNOTATION = "llmrouter.io/rotate-keys"
 """Comma-separated key names to regenerate. Each value is acted on once and left in place
@@ -60,9 +67,16 @@ def reconcile(
         value = _readable_key(secret)
         rotating = secret is not None and key.name in rotate and handled != request
         if value is None or rotating:
-            value = generate_api_key()
+            previous, value = value, generate_api_key()
             new = render_api_key_secret(namespace, name, key.name, value)
             new["metadata"]["annotations"] = {HANDLED_ANNOTATION: request}
+            overlap = settings.current().rotation_overlap_s
+            if rotating and previous is not None and overlap > 0:
+                until = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=overlap)
+                new["metadata"]["annotations"] |= {
+                    PREVIOUS_KEY_ANNOTATION: hash_api_key(previous),
+                    PREVIOUS_KEY_UNTIL_ANNOTATION: until.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                }
             if secret is not None:
                 # Same Secret, new key: a second Secret would leave two keys of one name.
                 new["metadata"]["name"] = secret["metadata"]["name"]

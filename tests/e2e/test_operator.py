@@ -8,6 +8,7 @@ import asyncio
 import base64
 import json
 import os
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
@@ -48,6 +49,7 @@ GROUP, VERSION = "llmrouter.io", "v1alpha1"
 
 
 ADMIN: client.ApiClient
+ROTATION_OVERLAP_S = 10
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +60,7 @@ def operator(control_plane: ControlPlane, redis_server: RedisServer) -> Iterator
     global ADMIN
     os.environ["LLMROUTER_STATE_URL"] = redis_server.url
     os.environ["LLMROUTER_USAGE_INTERVAL"] = "0.5"
+    os.environ["LLMROUTER_ROTATION_OVERLAP"] = str(ROTATION_OVERLAP_S)
     os.environ["LLMROUTER_EXPERIMENT_INTERVAL"] = "0.5"
     ADMIN = admin_client(control_plane)
     client.CoreV1Api(ADMIN).create_namespace(
@@ -202,9 +205,15 @@ async def test_rotation_by_annotation(gateway: str, llama_chat: LlamaServer) -> 
         "rot",
         {"metadata": {"annotations": {"llmrouter.io/rotate-keys": "k"}}},
     )
+    rotated = time.monotonic()
     new = await wait(lambda: (k := key_of("rot", "k")) != old and k)
     await wait(lambda: status_code(gateway, new) == 200)
-    assert await asyncio.to_thread(status_code, gateway, old) == 401
+    # Both work while the overlap lasts, so clients move over without a gap; then the old
+    # key stops, at the end of the window rather than at the next resync.
+    assert time.monotonic() - rotated < ROTATION_OVERLAP_S, "too slow to see the overlap"
+    assert await asyncio.to_thread(status_code, gateway, old) == 200
+    await wait(lambda: status_code(gateway, old) == 401, ROTATION_OVERLAP_S + 10)
+    assert time.monotonic() - rotated < ROTATION_OVERLAP_S + 10
     # The request stays, as GitOps tools keep it; it is recorded as handled, so later
     # reconciles (here a spec change) do not rotate again.
     assert tenant("rot")["metadata"]["annotations"]["llmrouter.io/rotate-keys"] == "k"

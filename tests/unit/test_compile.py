@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from decimal import Decimal
 from typing import Any
 
@@ -322,3 +323,19 @@ def test_an_oidc_issuer_stays_with_the_older_tenant() -> None:
     assert config.tenants["default/a"].oidc is None
     assert config.tenants["default/a"].models == config.tenants["default/victim"].models
     assert [(p.ref, p.left_out, p.conflict) for p in found] == [("Tenant default/a", "field", True)]
+
+
+def test_a_rotated_key_keeps_working_while_its_overlap_lasts() -> None:
+    new, old = hash_api_key("llmr_new_key_after_rotation"), hash_api_key("llmr_old_key_1234567")
+    res = Resources(
+        models=[md("a")],
+        tenants=[tenant("acme", ["a"], [{"name": "ci", "role": "developer"}])],
+        api_key_hashes={("default/acme", "ci"): new},
+        retiring_key_hashes={("default/acme", "ci"): old},
+    )
+    config = compile_config(res)
+    assert config.api_keys[old] == config.api_keys[new]
+    assert (config.api_keys[old].tenant, config.api_keys[old].role) == ("default/acme", "developer")
+    # Once the window is over (the operator stops passing it), only the new key works.
+    config = compile_config(dataclasses.replace(res, retiring_key_hashes={}))
+    assert list(config.api_keys) == [new]

@@ -11,7 +11,7 @@ import pytest
 from llmrouter.gateway.config import hash_api_key
 from llmrouter.operator import kube
 from llmrouter.operator.api import Tenant
-from llmrouter.operator.compile import Problem
+from llmrouter.operator.compile import Problem, Resources
 from llmrouter.operator.controllers import compiler
 from llmrouter.operator.controllers.conditions import condition, merged
 
@@ -50,8 +50,9 @@ def test_a_broken_key_secret_leaves_out_that_key_only(monkeypatch: pytest.Monkey
         key_secret("gone", "k", {"apiKey": b64(b"llmr_orphan_key_00000")}),
     ]
     monkeypatch.setattr(kube, "list_objects", lambda *a, **kw: secrets)
-    problems: list[Problem] = []
-    hashes = compiler._key_hashes([tenant("acme", ["good", "empty", "binary"])], problems)
+    read = compiler.Read(Resources())
+    hashes = compiler._key_hashes([tenant("acme", ["good", "empty", "binary"])], read)
+    problems = read.problems
     assert hashes == {("team/acme", "good"): hash_api_key("llmr_good_key_0000000")}
     assert sorted((p.ref, p.field, p.left_out) for p in problems) == [
         ("Tenant team/acme", "spec.apiKeys[binary]", "field"),
@@ -68,7 +69,7 @@ def test_key_secrets_of_a_long_tenant_name_are_found_by_their_hashed_label(
     long = tenant("t" * 200, ["k"])
     secret = render_api_key_secret("team", long.metadata.name, "k", "llmr_long_tenant_key_0")
     monkeypatch.setattr(kube, "list_objects", lambda *a, **kw: [secret])
-    hashes = compiler._key_hashes([long], [])
+    hashes = compiler._key_hashes([long], compiler.Read(Resources()))
     assert hashes == {(long.tenant_id, "k"): hash_api_key("llmr_long_tenant_key_0")}
 
 
@@ -151,3 +152,28 @@ def test_a_standby_replica_leaves_compiling_to_the_live_one_above_it() -> None:
     # Once the leader's lifetime runs out without a keep-alive, the standby takes over.
     assert not compiler.outranked(peering, 10, now + datetime.timedelta(seconds=21))
     assert not compiler.outranked(None, 10, now)
+
+
+def test_a_rotated_key_is_retiring_until_its_window_closes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datetime
+
+    def rotated(until: datetime.datetime) -> dict[str, Any]:
+        secret = key_secret("acme", "ci", {"apiKey": b64(b"llmr_new_key_00000000000")})
+        secret["metadata"]["annotations"] = {
+            "llmrouter.io/previous-key-sha256": hash_api_key("llmr_old_key_0000000000"),
+            "llmrouter.io/previous-key-until": until.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        return secret
+
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    later = now + datetime.timedelta(minutes=5)
+    monkeypatch.setattr(kube, "list_objects", lambda *a, **kw: [rotated(later)])
+    read = compiler.Read(Resources())
+    compiler._key_hashes([tenant("acme", ["ci"])], read)
+    assert read.retiring == {("team/acme", "ci"): hash_api_key("llmr_old_key_0000000000")}
+    assert read.next_expiry == later  # the compile loop wakes then
+    past = now - datetime.timedelta(seconds=1)
+    monkeypatch.setattr(kube, "list_objects", lambda *a, **kw: [rotated(past)])
+    read = compiler.Read(Resources())
+    compiler._key_hashes([tenant("acme", ["ci"])], read)
+    assert read.retiring == {} and read.next_expiry is None
