@@ -45,6 +45,7 @@ from llmrouter.gateway.load import Load
 from llmrouter.gateway.metrics import GatewayMetrics
 from llmrouter.gateway.metrics_listener import metrics_listener
 from llmrouter.gateway.oidc import JWKSCache
+from llmrouter.gateway.openapi import openapi_routes
 from llmrouter.gateway.settings import GatewaySettings
 from llmrouter.gateway.state import StateStore
 from llmrouter.gateway.state.journal import Journal
@@ -102,6 +103,7 @@ def create_app(
     app.add_routes(feedback_routes)
     app.add_routes(experiment_routes)
     app.add_routes(audit_routes)
+    app.add_routes(openapi_routes)
     setup_audit(app)
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_poll_endpoints)
