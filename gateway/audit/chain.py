@@ -14,7 +14,6 @@ import hashlib
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -30,7 +29,9 @@ CHECKPOINT = "checkpoint"
 
 def timestamp(seconds: float) -> str:
     """UTC with milliseconds, as text: records carry no floats, whose text varies."""
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    whole = int(seconds)
+    millis = int((seconds - whole) * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
 
 
 def record_hash(line: bytes) -> str:

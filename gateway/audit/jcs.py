@@ -24,9 +24,30 @@ class NotCanonicalizable(ValueError):
 
 def canonical(value: Any) -> bytes:
     """The RFC 8785 bytes of a JSON value made of dict, list, str, int, float, bool, None."""
+    if _plain(value):
+        # No floats, ASCII member names: orjson's sorted output is already canonical, at a
+        # fifteenth of the cost of the general path (the audit writer's every record).
+        try:
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:
+            pass  # a lone surrogate: the general path says so
     parts: list[bytes] = []
     _write(value, parts)
     return b"".join(parts)
+
+
+def _plain(value: Any) -> bool:
+    if isinstance(value, str) or value is None or value is True or value is False:
+        return True
+    if isinstance(value, int):
+        return -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER
+    if isinstance(value, dict):
+        return all(
+            type(name) is str and name.isascii() and _plain(item) for name, item in value.items()
+        )
+    if isinstance(value, list):
+        return all(_plain(item) for item in value)
+    return False
 
 
 def _utf16(name: str) -> bytes:

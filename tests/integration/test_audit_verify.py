@@ -241,3 +241,23 @@ def test_two_chains_of_two_processes_verify(tmp_path: Path, keys: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "50 records in 2 chains intact" in result.stderr
+
+
+async def test_checkpoints_in_redis_catch_a_cut_tail(
+    tmp_path: Path, keys: Path, redis_url: str
+) -> None:
+    signer = Signer.from_pem(keys.with_suffix(".key").read_bytes())
+    log = tmp_path / "audit.jsonl"
+    # The checkpoint file is lost with the log's volume; Redis kept its copies.
+    await write_log(log, tmp_path / "lost.jsonl", signer, COUNT, redis_url=redis_url)
+    command = [
+        *AUDIT, "verify", str(log), "--checkpoints-redis", redis_url,
+        "--public-key", str(keys.with_suffix(".pub")),
+    ]  # fmt: skip
+    intact = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert intact.returncode == 0, intact.stdout + intact.stderr
+    assert "3 checkpoints matched" in intact.stderr
+    log.write_bytes(b"".join(line + b"\n" for line in log.read_bytes().splitlines()[:-2]))
+    cut = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert cut.returncode == 1, cut.stdout + cut.stderr
+    assert cut.stdout.startswith(f"{log}:8: ") and "records 8..9 were cut" in cut.stdout

@@ -8,20 +8,28 @@ import sys
 from pathlib import Path
 
 from llmrouter.gateway.audit.chain import Chain, Signer
-from llmrouter.gateway.audit.checkpoints import CheckpointFile
+from llmrouter.gateway.audit.checkpoints import CheckpointFile, RedisCheckpoints
 from llmrouter.gateway.audit.pseudonym import Pseudonyms
 from llmrouter.gateway.audit.sinks import RotatingFile
 from llmrouter.gateway.audit.writer import AuditWriter
 
 
 async def write_log(
-    log: Path, checkpoints: Path, signer: Signer, count: int, every: int = 4
+    log: Path,
+    checkpoints: Path,
+    signer: Signer,
+    count: int,
+    every: int = 4,
+    redis_url: str | None = None,
 ) -> Chain:
     writer = AuditWriter(
         RotatingFile(log),
         signer,
         Pseudonyms.random(),
-        checkpoint_stores=[CheckpointFile(checkpoints)],
+        checkpoint_stores=[
+            CheckpointFile(checkpoints),
+            *([RedisCheckpoints(redis_url)] if redis_url else []),
+        ],
         checkpoint_every=every,
     )
     await writer.start()

@@ -190,3 +190,27 @@ def test_rotation_by_size_and_a_second_process_gets_its_own_file(tmp_path: Path)
     assert all(p.read_bytes().endswith(b"\n") for p in first.files() if p != second.path)
     first.close()
     second.close()
+
+
+def test_the_fast_path_gives_the_general_paths_bytes() -> None:
+    from llmrouter.gateway.audit import jcs
+
+    rng = random.Random(11)
+    alphabet = ["a", "Z", "\x00", "\x1f", '"', "\\", "\u2028", "é", "\U0001f600", "\ue000"]
+    for _ in range(300):
+        value = {
+            f"k{rng.randint(0, 99)}": rng.choice(
+                [
+                    "".join(rng.choices(alphabet, k=5)),
+                    rng.randint(-(2**53) + 1, 2**53 - 1),
+                    None,
+                    True,
+                    ["x", rng.randint(0, 9), {"nested": "é\n"}],
+                ]
+            )
+            for _ in range(8)
+        }
+        general: list[bytes] = []
+        jcs._write(value, general)
+        assert jcs._plain(value)
+        assert canonical(value) == b"".join(general)
