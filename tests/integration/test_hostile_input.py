@@ -313,3 +313,23 @@ def test_a_client_sending_its_body_slowly_gets_408(gw: Gateway) -> None:
     assert answer.closed
     assert BODY_TIMEOUT_S * 0.9 <= answer.elapsed_s < BODY_TIMEOUT_S + 3
     assert gw.upstream.seen == []
+
+
+def test_answers_longer_than_the_header_timeout_are_not_cut(gw: Gateway) -> None:
+    # The header timeout bounds waiting for a request, never the answer to one.
+    gw.upstream.behaviour.delay_s = HEADER_TIMEOUT_S * 1.5
+    assert gw.send(request(CHAT)).status == 200
+    gw.upstream.behaviour.delay_s = 0
+    gw.upstream.behaviour.chunk_delay_s = HEADER_TIMEOUT_S * 0.6
+    stream = CHAT[:-1] + b',"stream":true}'
+    with gw.connect() as sock:
+        started = time.monotonic()
+        sock.sendall(request(stream).replace(b"Connection: close\r\n", b""))
+        data = b""
+        while b"data: [DONE]" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+    assert time.monotonic() - started > HEADER_TIMEOUT_S
+    assert data.count(b"tok") == 3
+    gw.upstream.behaviour.chunk_delay_s = 0
