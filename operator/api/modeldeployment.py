@@ -124,6 +124,9 @@ class Timeouts(SpecModel):
     total: Duration = "300s"
 
 
+_SELF_FALLBACK = "a model cannot fall back to itself: one of its own names is in fallbacks"
+
+
 class ModelDeploymentSpec(
     SpecModel,
     json_schema_extra=schema_extra(
@@ -132,7 +135,13 @@ class ModelDeploymentSpec(
                 {
                     "rule": "has(self.llamacpp) != has(self.external)",
                     "message": "a ModelDeployment needs exactly one of llamacpp or external",
-                }
+                },
+                {
+                    "rule": "!has(self.fallbacks) || !self.fallbacks.exists(f, "
+                    "(has(self.aliases) && f in self.aliases) "
+                    "|| (has(self.servedName) && f == self.servedName))",
+                    "message": _SELF_FALLBACK,
+                },
             ],
         }
     ),
@@ -140,11 +149,15 @@ class ModelDeploymentSpec(
     served_name: ModelName | None = Field(
         None, description="The name clients send as `model`; defaults to metadata.name."
     )
-    aliases: list[ModelName] = Field(default_factory=list)
+    aliases: list[ModelName] = Field(
+        default_factory=list, max_length=32, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
     llamacpp: LlamaCppSpec | None = None
     external: ExternalSpec | None = None
     pricing: Pricing = Field(default_factory=Pricing)
-    fallbacks: list[ModelName] = Field(default_factory=list)
+    fallbacks: list[ModelName] = Field(
+        default_factory=list, max_length=16, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
     timeouts: Timeouts = Field(default_factory=Timeouts)
     max_output_tokens: Annotated[int, Field(ge=1, le=10_000_000)] | None = Field(
         None,
@@ -157,6 +170,17 @@ class ModelDeploymentSpec(
     def _exactly_one_engine(self) -> ModelDeploymentSpec:
         if (self.llamacpp is None) == (self.external is None):
             raise ValueError("a ModelDeployment needs exactly one of llamacpp or external")
+        return self
+
+    @model_validator(mode="after")
+    def _names_once_and_no_self_fallback(self) -> ModelDeploymentSpec:
+        # The same rules as the CRD's (a list-type set, and the CEL rule), for files.
+        for where, names in (("aliases", self.aliases), ("fallbacks", self.fallbacks)):
+            if len(set(names)) != len(names):
+                raise ValueError(f"{where}: a name appears more than once")
+        own = {*self.aliases, *([self.served_name] if self.served_name else [])}
+        if own & set(self.fallbacks):
+            raise ValueError(_SELF_FALLBACK)
         return self
 
     @property

@@ -67,6 +67,16 @@ def create(body: dict[str, Any], namespace: str = "default") -> dict[str, Any]:
             {"external": {**EXTERNAL, "provider": "azure-openai"}},
             "provider azure-openai needs apiVersion",
         ),
+        (
+            "self-fallback",
+            {"external": EXTERNAL, "aliases": ["fast"], "fallbacks": ["fast"]},
+            "a model cannot fall back to itself: one of its own names is in fallbacks",
+        ),
+        (
+            "twice",
+            {"external": EXTERNAL, "aliases": ["fast", "fast"]},
+            'spec.aliases[1]: Duplicate value: "fast"',
+        ),
     ],
 )
 def test_invalid_model_deployments_are_refused_with_readable_messages(

@@ -132,7 +132,9 @@ def test_fallback_cycle_is_rejected() -> None:
 
 
 def test_fallback_to_itself_or_unknown_is_rejected() -> None:
-    found = problems(Resources(models=[md("a", aliases=["al"], fallbacks=["al", "zzz"])]))
+    # Its own alias or servedName is refused with the spec; its metadata.name (the default
+    # served name) only the compiler can see.
+    found = problems(Resources(models=[md("a", aliases=["al"], fallbacks=["a", "zzz"])]))
     assert found == [
         "ModelDeployment default/a: spec.fallbacks[0]: a model cannot fall back to itself",
         "ModelDeployment default/a: spec.fallbacks[1]: unknown model 'zzz'",
@@ -339,3 +341,17 @@ def test_a_rotated_key_keeps_working_while_its_overlap_lasts() -> None:
     # Once the window is over (the operator stops passing it), only the new key works.
     config = compile_config(dataclasses.replace(res, retiring_key_hashes={}))
     assert list(config.api_keys) == [new]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"aliases": ["al"], "fallbacks": ["al"]}, "cannot fall back to itself"),
+        ({"servedName": "s", "fallbacks": ["s"]}, "cannot fall back to itself"),
+        ({"aliases": ["x", "x"]}, "aliases: a name appears more than once"),
+        ({"fallbacks": ["y", "y"]}, "fallbacks: a name appears more than once"),
+    ],
+)
+def test_spec_refuses_what_the_crd_refuses(spec: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        md("a", **spec)
