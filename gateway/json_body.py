@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import numpy as np
@@ -24,8 +23,9 @@ from llmrouter.gateway.errors import InvalidRequest
 MAX_DEPTH = 128
 """Far more than OpenAI request bodies use (JSON schemas of tools nest a few levels)."""
 
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+"""Opening brackets to +1, closing ones to -1 (as int8)."""
 
 
 class _DuplicateKey(Exception):
@@ -46,12 +46,13 @@ def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def depth(raw: bytes) -> int:
     """How deeply the arrays and objects of a valid JSON text nest."""
-    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
-    if not brackets:
-        return 0
-    codes = np.frombuffer(brackets, dtype=np.uint8)
-    steps = np.where((codes == ord("[")) | (codes == ord("{")), 1, -1)
-    return int(np.cumsum(steps).max())
+    # In valid JSON a backslash only occurs in a string, as an escape: without the escaped
+    # backslashes and then the escaped quotes, every quote left opens or closes a string,
+    # and every other piece between quotes is outside them.
+    unescaped = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    outside = b"".join(unescaped.split(b'"')[0::2])
+    steps = np.frombuffer(outside.translate(_STEPS, _NOT_BRACKETS), dtype=np.int8)
+    return int(np.cumsum(steps, dtype=np.int64).max()) if len(steps) else 0
 
 
 def parse_object(raw: bytes) -> dict[str, Any]:
