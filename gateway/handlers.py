@@ -9,6 +9,7 @@ from llmrouter.gateway.errors import ModelNotFound
 from llmrouter.gateway.keys import CONFIG, IDENTITY, LOAD, STORE
 from llmrouter.gateway.openai_request import Operation
 from llmrouter.gateway.proxy import handle_model_request
+from llmrouter.gateway.responses import create_response, get_response
 from llmrouter.gateway.roles import MODELS_READ
 
 routes = web.RouteTableDef()
@@ -27,6 +28,16 @@ async def completions(request: web.Request) -> web.StreamResponse:
 @routes.post("/v1/embeddings")
 async def embeddings(request: web.Request) -> web.StreamResponse:
     return await handle_model_request(request, Operation.EMBEDDINGS)
+
+
+@routes.post("/v1/responses")
+async def responses(request: web.Request) -> web.StreamResponse:
+    return await create_response(request)
+
+
+@routes.get("/v1/responses/{response_id}")
+async def response_by_id(request: web.Request) -> web.Response:
+    return await get_response(request)
 
 
 def _visible_models(config: GatewayConfig, tenant: TenantPolicy) -> list[str]:

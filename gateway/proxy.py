@@ -20,6 +20,7 @@ from aiohttp import web
 
 from llmrouter.gateway.accounting import Outcome, account
 from llmrouter.gateway.admission import Ask, ask_for, refusal_error
+from llmrouter.gateway.answer_shape import shaped, stream_response
 from llmrouter.gateway.cache import CACHE_HEADER, cache_key, cacheable
 from llmrouter.gateway.config import GatewayConfig, ModelRoute
 from llmrouter.gateway.data_policy import check_answer, check_request, stream_guard
@@ -72,11 +73,14 @@ logger = logging.getLogger(__name__)
 CLIENT_CLOSED = 499  # nginx's code for "client went away before the answer was complete"
 
 
-async def handle_model_request(request: web.Request, operation: Operation) -> web.StreamResponse:
+async def handle_model_request(
+    request: web.Request, operation: Operation, body: bytes | None = None
+) -> web.StreamResponse:
+    """``body``: the request in chat's shape, for endpoints that translate another API."""
     started = time.perf_counter()
     identity = request[IDENTITY]
     identity.require(MODELS_INVOKE)
-    req = parse_request(operation, await request.read())
+    req = parse_request(operation, await request.read() if body is None else body)
     config = request[CONFIG]
     resolution = resolve(config, identity.tenant, req.model, req.body, request.headers)
     trial = _trial(request, req)
@@ -96,15 +100,21 @@ async def handle_model_request(request: web.Request, operation: Operation) -> we
             cached = await request.app[CACHE].get(key)
             if cached is not None:
                 outcome.cache = "hit"
-                return web.Response(
-                    body=cached, content_type="application/json", headers=_headers(request, outcome)
+                return await shaped(
+                    request,
+                    web.Response(
+                        body=cached,
+                        content_type="application/json",
+                        headers=_headers(request, outcome),
+                    ),
                 )
             outcome.cache = "miss"
         answer = await _attempt(request, req, chain, outcome, started)
-        await _send(request, answer)
+        sent = await shaped(request, answer)
+        await _send(request, sent)
         if key is not None and outcome.route is resolution.route:
             await _cache_put(request, key, answer)
-        return answer
+        return sent
     except GatewayError as exc:
         outcome.status = exc.status
         if trial is not None:  # a failure says which variant failed, as an answer would
@@ -335,12 +345,13 @@ async def _stream(
     first: bytes,
     events: AsyncIterator[bytes],
 ) -> web.StreamResponse:
-    out = web.StreamResponse(
-        headers={
+    out = stream_response(
+        request,
+        {
             **_headers(request, outcome),
             "Content-Type": "text/event-stream",
             "Cache-Control": "no-cache",
-        }
+        },
     )
     await out.prepare(request)
     outcome.ttft_s = time.perf_counter() - started

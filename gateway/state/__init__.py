@@ -175,6 +175,9 @@ class StateStore(Protocol):
     async def take(self, name: str) -> bytes | None:
         """What ``remember`` kept under ``name``, once: it is gone after."""
 
+    async def recall(self, name: str) -> bytes | None:
+        """What ``remember`` kept under ``name``, left in place until it expires."""
+
     async def spend(self, tenant: str, month: str) -> int:
         """The tenant's spend this month, in nano-dollars."""
 

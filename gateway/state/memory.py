@@ -166,6 +166,10 @@ class MemoryStore:
         value, until = self._remembered.pop(name, (None, 0.0))
         return value if until > time.time() else None
 
+    async def recall(self, name: str) -> bytes | None:
+        value, until = self._remembered.get(name, (None, 0.0))
+        return value if until > time.time() else None
+
     async def spend(self, tenant: str, month: str) -> int:
         return self._spend.get(k.spend(tenant, month), 0)
 

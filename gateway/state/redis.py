@@ -25,18 +25,16 @@ from llmrouter.gateway.state import keys as k
 from llmrouter.gateway.state.resp import PipelinedRedis, RedisUnavailable
 
 # Leases: a slot or reservation whose holder vanished (a gateway killed mid-request)
-# frees itself when its lease ends; a key lives as long as its longest lease.
+# frees itself when its lease ends, swept by the next admission of the same scope. Sets and
+# hashes that empty vanish by themselves; the reservation total is deleted at zero.
 # KEYS: counters…, concurrency sets…, [spend, reservation amounts, leases, total]
-# ARGV: now, request id, lease end, lease s, #counters, (limit, amount, ttl ms)…,
+# ARGV: now, request id, lease end, idle ttl, #counters, (limit, amount, ttl ms)…,
 #       #concurrency, limit…, budget limit (-1 when none), reservation
 # Returns 0 when admitted ({0, spend} with a budget), else the 1-based index of the first
 # check that refused; the budget's refusal as {index, spend, reserved}.
 ADMIT = """
 local now, rid = tonumber(ARGV[1]), ARGV[2]
-local lease_end, lease = tonumber(ARGV[3]), tonumber(ARGV[4])
-local function keep(key)
-  if redis.call('TTL', key) < lease then redis.call('EXPIRE', key, lease) end
-end
+local lease_end, idle = tonumber(ARGV[3]), ARGV[4]
 local nc = tonumber(ARGV[5])
 local a = 6
 for i = 1, nc do
@@ -60,10 +58,8 @@ if budget >= 0 then
   local stale = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 100)
   for _, r in ipairs(stale) do
     local held = redis.call('HGET', amounts, r)
-    if held then
-      redis.call('DECRBY', total, held)
-      redis.call('HDEL', amounts, r)
-    end
+    if held and redis.call('DECRBY', total, held) <= 0 then redis.call('DEL', total) end
+    redis.call('HDEL', amounts, r)
     redis.call('ZREM', leases, r)
   end
   local spent = tonumber(redis.call('GET', KEYS[s + 1]) or '0')
@@ -80,13 +76,12 @@ for i = 1, nc do
 end
 for j = 1, nk do
   redis.call('ZADD', KEYS[nc + j], lease_end, rid)
-  keep(KEYS[nc + j])
+  redis.call('EXPIRE', KEYS[nc + j], idle)
 end
 if budget >= 0 and reserve > 0 then
   redis.call('HSET', KEYS[s + 2], rid, reserve)
   redis.call('ZADD', KEYS[s + 3], lease_end, rid)
   redis.call('INCRBY', KEYS[s + 4], reserve)
-  for i = 2, 4 do keep(KEYS[s + i]) end
 end
 return admitted
 """
@@ -124,7 +119,7 @@ end
 if ARGV[12] == '1' then
   local held = redis.call('HGET', KEYS[r], rid)
   if held then
-    redis.call('DECRBY', KEYS[r + 2], held)
+    if redis.call('DECRBY', KEYS[r + 2], held) <= 0 then redis.call('DEL', KEYS[r + 2]) end
     redis.call('HDEL', KEYS[r], rid)
   end
   redis.call('ZREM', KEYS[r + 1], rid)
@@ -147,7 +142,7 @@ for i = 1, nk do redis.call('ZREM', KEYS[i], rid) end
 if #KEYS > nk then
   local held = redis.call('HGET', KEYS[nk + 1], rid)
   if held then
-    redis.call('DECRBY', KEYS[nk + 3], held)
+    if redis.call('DECRBY', KEYS[nk + 3], held) <= 0 then redis.call('DEL', KEYS[nk + 3]) end
     redis.call('HDEL', KEYS[nk + 1], rid)
   end
   redis.call('ZREM', KEYS[nk + 2], rid)
@@ -183,6 +178,9 @@ redis.call('EXPIRE', KEYS[2], ttl)
 return 0
 """
 
+IDLE_SLOTS_TTL_S = 86400
+"""A concurrency set nobody touched for this long is dropped (a scope gone quiet)."""
+
 REPLAY_ADMITTED_HERE = 1
 REPLAY_ADMITTED_LOCALLY = 2
 
@@ -206,7 +204,8 @@ class RedisStore:
     async def admit(self, plan: Plan, request_id: str, now: float) -> Refusal | None:
         keys = [c.key for c in plan.counters] + [c.key for c in plan.concurrency]
         lease = max(1, math.ceil(plan.lease_s))
-        args: list[Any] = [now, request_id, now + lease, lease, len(plan.counters)]
+        idle = max(lease, IDLE_SLOTS_TTL_S)
+        args: list[Any] = [now, request_id, now + lease, idle, len(plan.counters)]
         for c in plan.counters:
             # Relative expiry: the window ends when the caller's clock says so.
             args += [c.limit, c.amount, max(1, math.ceil((c.ends_at - now) * 1000))]
@@ -325,6 +324,10 @@ class RedisStore:
 
     async def take(self, name: str) -> bytes | None:
         value = await self._call(self._redis.execute(b"GETDEL", k.remembered(name)))
+        return value if isinstance(value, bytes) else None
+
+    async def recall(self, name: str) -> bytes | None:
+        value = await self._call(self._redis.execute(b"GET", k.remembered(name)))
         return value if isinstance(value, bytes) else None
 
     async def spend(self, tenant: str, month: str) -> int:

@@ -198,6 +198,9 @@ class ResilientStore:
     async def take(self, name: str) -> bytes | None:
         return await self.primary.take(name)
 
+    async def recall(self, name: str) -> bytes | None:
+        return await self.primary.recall(name)
+
     async def spend(self, tenant: str, month: str) -> int:
         return await self.primary.spend(tenant, month)
 

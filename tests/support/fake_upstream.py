@@ -33,6 +33,9 @@ class Behaviour:
     content: list[str] | None = None
     """A chat answer's content, one stream chunk per piece (a whole answer joins them);
     None: the default answer."""
+    tool_call: tuple[str, str] | None = None
+    """A chat answer calls this function (name, JSON arguments) instead of answering in text;
+    a stream sends the arguments in two pieces."""
 
 
 @dataclass
@@ -106,6 +109,21 @@ class FakeUpstream:
             return failure
         if body.get("stream"):
             return await self._stream(request, body, chat=True)
+        if self.behaviour.tool_call is not None:
+            name, arguments = self.behaviour.tool_call
+            function = {"name": name, "arguments": arguments}
+            call = {"id": "call_fake", "type": "function", "function": function}
+            message = {"role": "assistant", "content": None, "tool_calls": [call]}
+            return web.json_response(
+                {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion",
+                    "created": 1,
+                    "model": body["model"],
+                    "choices": [{"index": 0, "finish_reason": "tool_calls", "message": message}],
+                    **self._usage(7, 5),
+                }
+            )
         return web.json_response(
             {
                 "id": "chatcmpl-fake",
@@ -168,6 +186,9 @@ class FakeUpstream:
         b = self.behaviour
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
+        if chat and b.tool_call is not None:
+            await self._stream_tool_call(resp, body, *b.tool_call)
+            return resp
         for i in range(len(b.content) if chat and b.content is not None else b.chunks):
             if b.break_stream_after is not None and i >= b.break_stream_after:
                 # Let the client read what was sent: aiohttp drops buffered bytes once it
@@ -213,6 +234,32 @@ class FakeUpstream:
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
+
+    async def _stream_tool_call(
+        self, resp: web.StreamResponse, body: dict[str, Any], name: str, arguments: str
+    ) -> None:
+        half = len(arguments) // 2
+        deltas: list[dict[str, Any]] = [
+            {"index": 0, "id": "call_fake", "type": "function", "function": {"name": name}},
+            {"index": 0, "function": {"arguments": arguments[:half]}},
+            {"index": 0, "function": {"arguments": arguments[half:]}},
+        ]
+        for i, call in enumerate(deltas):
+            delta: dict[str, Any] = {"tool_calls": [call]}
+            if i == 0:
+                delta["role"] = "assistant"
+            choice = {"index": 0, "delta": delta, "finish_reason": None}
+            chunk = {"id": "fake", "object": "chat.completion.chunk", "model": body["model"]}
+            await resp.write(f"data: {json.dumps({**chunk, 'choices': [choice]})}\n\n".encode())
+        end = {"index": 0, "delta": {}, "finish_reason": "tool_calls"}
+        chunk = {"id": "fake", "object": "chat.completion.chunk", "model": body["model"]}
+        usage = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
+        await resp.write(f"data: {json.dumps({**chunk, 'choices': [end]})}\n\n".encode())
+        await resp.write(
+            f"data: {json.dumps({**chunk, 'choices': [], 'usage': usage})}\n\n".encode()
+        )
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
 
 
 class UpstreamThread:
