@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 # IBAN length per country (ISO 13616 registry, the countries most often seen).
 IBAN_LENGTHS = {
     "AD": 24, "AE": 23, "AT": 20, "BE": 16, "BG": 22, "BH": 22, "BR": 29, "CH": 21,
@@ -14,8 +16,11 @@ IBAN_LENGTHS = {
 }  # fmt: skip
 
 
+_NOT_DIGIT = re.compile(r"[^0-9]")
+
+
 def digits_of(text: str) -> str:
-    return "".join(c for c in text if c.isdigit())
+    return _NOT_DIGIT.sub("", text)
 
 
 def luhn(number: str) -> bool:

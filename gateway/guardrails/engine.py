@@ -65,6 +65,14 @@ class Scanner:
         """Every match starting at ``pos`` or later, in text order (ties: rule order)."""
         found: list[Span] = []
         has_digit: bool | None = None
+        lowered: list[str] = []
+        windows: dict[int, list[tuple[int, int]]] = {}
+
+        def lower() -> str:
+            if not lowered:
+                lowered.append(text.lower())
+            return lowered[0]
+
         try:
             for rule in self.rules:
                 d = rule.detector
@@ -73,10 +81,10 @@ class Scanner:
                         has_digit = _DIGIT.search(text, pos) is not None
                     if not has_digit:
                         continue
-                if not d.applies(text, pos):
+                if not d.applies(text, pos, lower):
                     continue
                 valid = d.valid
-                for m in d.pattern.finditer(text, pos):
+                for m in d.matches(text, pos, windows):
                     ok = True if valid is None else valid(m.group())
                     if isinstance(ok, bool):
                         found.append(Span(m.start(), m.end(), rule, ok))

@@ -175,3 +175,39 @@ def test_sse_block_ends_with_content_filter_and_error() -> None:
     assert finish == "content_filter"
     error = orjson.loads(events[-1][6:])["error"]
     assert error["code"] == "content_filter" and error["type"] == "invalid_request_error"
+
+
+def test_tenant_pattern_holds_back_only_its_own_characters() -> None:
+    from llmrouter.gateway.guardrails.custom import custom_detector
+
+    scanner = Scanner((Rule(custom_detector("ticket", r"TCK-[0-9]{6}", 10), "redact", 0),))
+    stream = TextStream(scanner, Counter())
+    assert stream.feed("Hello there") == "Hello there"
+    text = "see TCK-123456 and TCK-12345 or xTCK-654321."
+    whole = scan(scanner, text).text
+    assert whole == "see [REDACTED:custom:ticket] and TCK-12345 or x[REDACTED:custom:ticket]."
+    for seed in range(5):
+        assert _streamed_with(scanner, _split(text, random.Random(seed))) == whole
+
+
+def _streamed_with(scanner: Scanner, pieces: list[str]) -> str:
+    stream = TextStream(scanner, Counter())
+    return "".join([stream.feed(p) for p in pieces] + [stream.finish()])
+
+
+def test_a_failing_detector_fails_closed() -> None:
+    class Broken:
+        def finditer(self, text: str, pos: int = 0, endpos: int = 0) -> Any:
+            raise RuntimeError("engine out of memory")
+
+    from llmrouter.gateway.guardrails.detectors import Detector
+    from llmrouter.gateway.guardrails.engine import DetectorFailed
+
+    scanner = Scanner((Rule(Detector("broken", Broken(), max_length=5), "redact", 0),))
+    with pytest.raises(DetectorFailed):
+        scan(scanner, "anything")
+    guard = StreamGuard(scanner)
+    with pytest.raises(DetectorFailed) as failed:
+        guard.event(_chunk({"content": "anything at all"}))
+    events = guard.blocked(failed.value)
+    assert orjson.loads(events[-1][6:])["error"]["code"] == "content_filter"
