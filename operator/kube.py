@@ -8,7 +8,7 @@ from typing import Any
 
 from kubernetes import client, config
 from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.exceptions import NotFoundError
+from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 
 FIELD_MANAGER = "llmrouter-operator"
 
@@ -59,6 +59,15 @@ def list_objects(
     )
     items: list[dict[str, Any]] = found.to_dict().get("items", [])
     return items
+
+
+def list_if_served(api_version: str, kind: str) -> list[dict[str, Any]]:
+    """Like list_objects, but a kind the API server does not serve has no objects, which
+    is true: its CRD is not installed (`helm upgrade` leaves a chart's crds/ alone)."""
+    try:
+        return list_objects(api_version, kind)
+    except ResourceNotFoundError:
+        return []
 
 
 def delete(api_version: str, kind: str, name: str, namespace: str) -> None:

@@ -93,7 +93,8 @@ def read_resources() -> Read:
             continue
         read.objects[models[-1].ref] = item
     experiments = []
-    for item in kube.list_objects(API_VERSION, "Experiment"):
+    # Newer than the other kinds: a cluster upgraded without its CRD must still publish.
+    for item in kube.list_if_served(API_VERSION, "Experiment"):
         try:
             experiments.append(Experiment.model_validate(item))
         except ValidationError:

@@ -177,3 +177,22 @@ def test_a_rotated_key_is_retiring_until_its_window_closes(monkeypatch: pytest.M
     read = compiler.Read(Resources())
     compiler._key_hashes([tenant("acme", ["ci"])], read)
     assert read.retiring == {} and read.next_expiry is None
+
+
+def test_a_kind_whose_crd_is_missing_does_not_stop_the_compile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
+    def list_objects(api_version: str, kind: str, *_: Any, **__: Any) -> list[dict[str, Any]]:
+        if kind == "Experiment":
+            raise ResourceNotFoundError(f"No matches found for {kind}")
+        if kind == "Tenant":
+            return [tenant("acme", []).model_dump(by_alias=True, exclude_none=True)]
+        return []
+
+    monkeypatch.setattr(kube, "list_objects", list_objects)
+    monkeypatch.setattr(kube, "get", lambda *a, **kw: None)
+    read = compiler.read_resources()
+    assert [t.tenant_id for t in read.resources.tenants] == ["team/acme"]
+    assert read.resources.experiments == []
