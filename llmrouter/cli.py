@@ -294,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _gateway(args)
     if args.command == "operator":
         return _operator()
-    if args.command == "slo":
+    if args.command in ("slo", "dashboards"):
         return slo_cli.run(args)
     if args.command == "audit":
         return audit_cli.run(args)

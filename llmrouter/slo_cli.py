@@ -1,4 +1,5 @@
-"""``llmrouter slo``: SLAPolicy rule files for a Prometheus the operator does not manage."""
+"""``llmrouter slo`` and ``llmrouter dashboards``: SLAPolicy rule files and Grafana
+dashboards for a Prometheus and a Grafana the operator does not manage."""
 
 from __future__ import annotations
 
@@ -62,9 +63,42 @@ def add_parser(sub: Any) -> None:
         required=True,
         help="a YAML file or folder (repeatable); documents of other kinds are skipped",
     )
+    dashboards = sub.add_parser("dashboards", help="write the Grafana dashboards as JSON")
+    dashboards.add_argument("--out", type=Path, required=True, metavar="DIR")
+    dashboards.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 when the files differ from what this version generates instead of writing",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.command == "dashboards":
+        return _dashboards(args)
+    return _rules(args)
+
+
+def _dashboards(args: argparse.Namespace) -> int:
+    from llmrouter.operator.dashboards import render_all
+
+    stale = []
+    for name, text in render_all().items():
+        path = args.out / name
+        if path.exists() and path.read_text() == text:
+            continue
+        if args.check:
+            stale.append(str(path))
+            continue
+        args.out.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        print(f"wrote {path}")
+    if stale:
+        print(f"llmrouter: out of date: {', '.join(stale)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _rules(args: argparse.Namespace) -> int:
     from llmrouter.operator.slo import dump, rule_file, warnings
 
     try:
