@@ -46,6 +46,10 @@ class Detector:
     find the runs once per text."""
     anchor: str | None = None
     """With an alphabet: the pattern only runs over the alphabet runs around this literal."""
+    prefixes: tuple[str, ...] = ()
+    """Every match starts with one of these, after a character outside ``boundary``: a
+    stream need not hold back a word that cannot begin one."""
+    boundary: frozenset[str] = frozenset()
 
     def matches(
         self, text: str, pos: int, windows: dict[int, list[tuple[int, int]]] | None = None
@@ -114,7 +118,19 @@ class Detector:
         alphabet = self.alphabet
         while i > lo and text[i - 1] in alphabet:
             i -= 1
+        if self.prefixes and i < n and n - i <= 64:
+            return self._first_start(text, i, n)
         return i
+
+    def _first_start(self, text: str, i: int, n: int) -> int:
+        """The first position of the trailing run where a match could still begin."""
+        for s in range(i, n):
+            if s > 0 and text[s - 1] in self.boundary:
+                continue
+            tail = text[s:n]
+            if any(p.startswith(tail) or tail.startswith(p) for p in self.prefixes):
+                return s
+        return n
 
 
 _BEGIN = "-----BEGIN"
@@ -248,6 +264,8 @@ BUILTIN: dict[str, Detector] = {
             max_length=20,
             alphabet=_chars(_UPPER_ALNUM),
             literals=("AKIA", "ASIA", "ABIA", "ACCA"),
+            prefixes=("AKIA", "ASIA", "ABIA", "ACCA"),
+            boundary=_chars(_ALNUM),
         ),
         PemDetector(
             "private_key",
@@ -267,6 +285,8 @@ BUILTIN: dict[str, Detector] = {
             max_length=255,
             alphabet=_chars(_ALNUM, "_"),
             literals=("gh", "github_pat_"),
+            prefixes=("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+            boundary=_chars(_ALNUM, "_"),
         ),
         Detector(
             "slack_token",
@@ -274,6 +294,8 @@ BUILTIN: dict[str, Detector] = {
             max_length=255,
             alphabet=_chars(_ALNUM, "-"),
             literals=("xox",),
+            prefixes=tuple(f"xox{c}-" for c in "abposr"),
+            boundary=_chars(_ALNUM, "-"),
         ),
         Detector(
             "stripe_key",
@@ -281,6 +303,8 @@ BUILTIN: dict[str, Detector] = {
             max_length=255,
             alphabet=_chars(_ALNUM, "_"),
             literals=("_live_", "_test_"),
+            prefixes=("sk_live_", "sk_test_", "rk_live_", "rk_test_"),
+            boundary=_chars(_ALNUM, "_"),
         ),
         Detector(
             "anthropic_key",
@@ -291,6 +315,8 @@ BUILTIN: dict[str, Detector] = {
             max_length=220,
             alphabet=_chars(_B64URL),
             literals=("sk-ant-",),
+            prefixes=("sk-ant-",),
+            boundary=_chars(_B64URL),
         ),
         Detector(
             "openai_key",
@@ -301,6 +327,8 @@ BUILTIN: dict[str, Detector] = {
             max_length=211,
             alphabet=_chars(_B64URL),
             literals=("sk-",),
+            prefixes=("sk-",),
+            boundary=_chars(_B64URL),
         ),
         Detector(
             "jwt",
@@ -311,6 +339,8 @@ BUILTIN: dict[str, Detector] = {
             max_length=7010,
             alphabet=_chars(_B64URL, "."),
             literals=("eyJ",),
+            prefixes=("eyJ",),
+            boundary=_chars(_B64URL),
         ),
     )
 }

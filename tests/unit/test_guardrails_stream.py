@@ -211,3 +211,15 @@ def test_a_failing_detector_fails_closed() -> None:
         guard.event(_chunk({"content": "anything at all"}))
     events = guard.blocked(failed.value)
     assert orjson.loads(events[-1][6:])["error"]["code"] == "content_filter"
+
+
+def test_a_word_is_held_only_when_a_match_could_begin_with_it() -> None:
+    from llmrouter.gateway.guardrails.detectors import SECRETS
+
+    secrets = Scanner(tuple(Rule(BUILTIN[n], "redact", i) for i, n in enumerate(SECRETS)))
+    stream = TextStream(secrets, Counter())
+    assert stream.feed("Hello") == "Hello"
+    assert stream.feed(" there sk") == " there "
+    assert stream.feed("ip") == "skip"
+    with_email = Scanner((Rule(BUILTIN["email"], "redact", 0),))
+    assert TextStream(with_email, Counter()).feed("Hello") == ""  # it could be bob's local part
