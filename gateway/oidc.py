@@ -30,6 +30,8 @@ def _role(provider: OIDCProvider, claims: Mapping[str, Any]) -> str | None:
     groups = claims.get(provider.groups_claim, [])
     if isinstance(groups, str):
         groups = [groups]
+    elif not isinstance(groups, list):
+        return None  # a number, an object: no groups an IdP would send
     roles = [provider.roles[g] for g in groups if isinstance(g, str) and g in provider.roles]
     return max(roles, key=ROLE_RANK.__getitem__) if roles else None
 
@@ -40,18 +42,24 @@ async def authenticate_token(
     try:
         header = jwt.get_unverified_header(token)
         unverified = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError as exc:
+    except (jwt.PyJWTError, TypeError, ValueError) as exc:
+        # PyJWT raises TypeError for some claims of the wrong type (an "iss" that is a
+        # number), before any signature is checked: a forged token's choice.
         raise AuthenticationFailed("malformed token", code="invalid_token") from exc
     alg = header.get("alg")
     if alg not in ALGORITHMS:
         raise AuthenticationFailed("token algorithm not accepted", code="invalid_token")
     iss = unverified.get("iss")
-    issuer = str(iss or "").rstrip("/")
+    if not isinstance(iss, str):
+        raise AuthenticationFailed("token issuer not accepted", code="invalid_token")
+    issuer = iss.rstrip("/")
     candidates = [t for t in config.tenants.values() if t.oidc and t.oidc.issuer == issuer]
     if not candidates:
         raise AuthenticationFailed("token issuer not accepted", code="invalid_token")
     aud = unverified.get("aud")
-    audiences = {aud} if isinstance(aud, str) else set(aud or [])
+    # Unverified yet: a number or a list of objects must be refused, not crash.
+    listed = aud if isinstance(aud, list) else [aud]
+    audiences = {a for a in listed if isinstance(a, str)}
     candidates = [t for t in candidates if t.oidc and t.oidc.audience in audiences]
     if not candidates:
         raise AuthenticationFailed("token audience not accepted", code="invalid_token")
@@ -106,7 +114,7 @@ async def _verify(
         raise AuthenticationFailed("token not yet valid", code="invalid_token") from exc
     except jwt.InvalidSignatureError as exc:
         raise AuthenticationFailed("token signature invalid", code="invalid_token") from exc
-    except jwt.PyJWTError as exc:
+    except (jwt.PyJWTError, TypeError, ValueError) as exc:
         raise AuthenticationFailed(
             f"token not accepted: {type(exc).__name__}", code="invalid_token"
         ) from exc

@@ -20,8 +20,8 @@ from typing import Any
 import aiohttp
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from jwt.algorithms import RSAAlgorithm
 
 from llmrouter.gateway.app import create_app
@@ -370,3 +370,46 @@ async def test_malformed_tokens_are_refused(world: World) -> None:
     ]:
         status, body = await world.call(token)
         refused(status, body)
+
+
+def rs256(claims: dict[str, Any], key: rsa.RSAPrivateKey, kid: str = "rsa-1") -> str:
+    """Signed by hand: PyJWT will not encode some of the claims these tests need."""
+    unsigned = assemble({"alg": "RS256", "kid": kid}, claims).rsplit(".", 1)[0]
+    signature = key.sign(unsigned.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return f"{unsigned}.{b64(signature)}"
+
+
+WRONG_TYPES: list[dict[str, Any]] = [
+    {"aud": 5},
+    {"aud": [{}]},
+    {"aud": [["alpha"]]},
+    {"aud": {"alpha": 1}},
+    {"iss": 5},
+    {"iss": ["x"]},
+    {"iss": {}},
+    {"exp": [1]},
+    {"exp": {}},
+    {"nbf": [1]},
+    {"nbf": "soon"},
+    {"iat": {}},
+]
+
+
+@pytest.mark.parametrize("claims", WRONG_TYPES, ids=json.dumps)
+async def test_claims_of_the_wrong_type_are_refused_not_a_crash(
+    world: World, claims: dict[str, Any]
+) -> None:
+    # Forged: unsigned claims are read to pick the tenant before any key is used, so their
+    # types are the attacker's choice. Genuine: an IdP's odd claims are no crash either.
+    for key in (ROGUE_KEY, RSA_KEY):
+        refused(*await world.call(rs256(claims_for(world.alpha) | claims, key)))
+
+
+@pytest.mark.parametrize("groups", [5, None, {"devs": True}, [["devs"]], [{}], "devs", ["devs"]])
+async def test_odd_group_claims_of_a_genuine_token_are_no_crash(world: World, groups: Any) -> None:
+    # A list of groups, or one group as a string; anything else gives no role (403).
+    status, body = await world.call(rs256(claims_for(world.alpha, groups=groups), RSA_KEY))
+    if groups in ("devs", ["devs"]):
+        assert status == 200, body
+    else:
+        assert (status, body["error"]["code"]) == (403, "permission_denied"), body
