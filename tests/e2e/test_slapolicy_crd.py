@@ -9,21 +9,23 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.e2e.kube_fixtures import control_plane
+from tests.e2e.kube_fixtures import admin_client, control_plane
 from tests.support.kube import ControlPlane
 
 __all__ = ["control_plane"]
 pytestmark = pytest.mark.e2e
 
 
-def create(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+def create(cp: ControlPlane, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """As the cluster's admin: an operator test may have left the default client as the
+    operator's ServiceAccount, which may not create policies."""
     body = {
         "apiVersion": "llmrouter.io/v1alpha1",
         "kind": "SLAPolicy",
         "metadata": {"name": name},
         "spec": spec,
     }
-    result = client.CustomObjectsApi().create_namespaced_custom_object(
+    result = client.CustomObjectsApi(admin_client(cp)).create_namespaced_custom_object(
         "llmrouter.io", "v1alpha1", "default", "slapolicies", body
     )
     assert isinstance(result, dict)
@@ -39,6 +41,7 @@ def latency(threshold: str) -> dict[str, Any]:
 
 def test_a_valid_policy_is_stored_with_defaults(control_plane: ControlPlane) -> None:
     stored = create(
+        control_plane,
         "ok",
         {
             "tenant": "acme",
@@ -48,7 +51,8 @@ def test_a_valid_policy_is_stored_with_defaults(control_plane: ControlPlane) -> 
     )
     assert stored["spec"]["objectives"][1]["threshold"] == "2000ms"
     # Printer columns name the fields the status will carry.
-    crd = client.ApiextensionsV1Api().read_custom_resource_definition("slapolicies.llmrouter.io")
+    crds = client.ApiextensionsV1Api(admin_client(control_plane))
+    crd = crds.read_custom_resource_definition("slapolicies.llmrouter.io")
     columns = [c.name for c in crd.spec.versions[0].additional_printer_columns or []]
     assert columns[:4] == ["Tenant", "Window", "Compliant", "Budget"]
 
@@ -92,6 +96,6 @@ def test_invalid_policies_are_refused_with_readable_messages(
     control_plane: ControlPlane, name: str, spec: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(ApiException) as err:
-        create(name, spec)
+        create(control_plane, name, spec)
     assert err.value.status == 422
     assert message in json.loads(err.value.body or "{}")["message"]
