@@ -110,7 +110,7 @@ async def account(
         stream=req.stream,
     )
     metrics.observe(record)
-    request_done(app, identity, record, outcome.steps)
+    request_done(app, identity, record, outcome.steps, req.body)
     if outcome.trial is not None and outcome.trial.measured:
         await measure(app[STATE], outcome.trial, record)
     if app[SETTINGS].access_log:

@@ -3,29 +3,37 @@
 What is recorded: one record per model request (queued: the request path never waits for
 the disk), authentication failures and permission denials (queued), every admin API call
 (written before its answer is sent: an admin call the log cannot record fails with 503),
-and each configuration put in force (its fingerprint). Never an API key, a token, a prompt
-or an answer; key names, OIDC subjects and client addresses only as keyed HMACs.
+and each configuration put in force (its fingerprint). Never an API key, a token or an
+answer, and no prompt unless its Tenant asks (spec.audit.prompts: Hash or Redacted); key
+names, OIDC subjects and client addresses only as keyed HMACs.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from llmrouter.gateway.audit.chain import Signer
 from llmrouter.gateway.audit.checkpoints import CheckpointFile, CheckpointStore, RedisCheckpoints
+from llmrouter.gateway.audit.jcs import canonical
 from llmrouter.gateway.audit.pseudonym import Pseudonyms, read_key
 from llmrouter.gateway.audit.sinks import Copy, RotatingFile, Sink
 from llmrouter.gateway.audit.writer import AuditUnavailable, AuditWriter
 from llmrouter.gateway.auth import Identity
 from llmrouter.gateway.config import GatewayConfig
 from llmrouter.gateway.errors import GatewayError
+from llmrouter.gateway.guardrails.content import request_body
+from llmrouter.gateway.guardrails.detectors import BUILTIN
+from llmrouter.gateway.guardrails.engine import Rule, Scanner
 from llmrouter.gateway.keys import AUDIT, IDENTITY, METRICS, REQUEST_ID, SETTINGS, STORE
 from llmrouter.gateway.settings import GatewaySettings
 from llmrouter.gateway.usage import RequestRecord
@@ -142,14 +150,21 @@ def _who(writer: AuditWriter, identity: Identity) -> dict[str, Any]:
 
 
 def request_done(
-    app: web.Application, identity: Identity, record: RequestRecord, route: list[str]
+    app: web.Application,
+    identity: Identity,
+    record: RequestRecord,
+    route: list[str],
+    body: dict[str, Any] | None = None,
 ) -> None:
     """Queue the record of a finished model request (llmrouter.gateway.accounting)."""
     writer = app.get(AUDIT)
     if writer is None:
         return
+    prompts = identity.tenant.audit_prompts
+    extra = _prompt(writer, prompts, body) if prompts != "off" and body is not None else {}
     writer.submit(
         {
+            **extra,
             "type": "request",
             "request_id": record.request_id,
             **_who(writer, identity),
@@ -165,6 +180,35 @@ def request_done(
             "stream": record.stream,
         }
     )
+
+
+_PROMPT_FIELDS = ("messages", "prompt", "input")
+
+
+def _prompt(writer: AuditWriter, mode: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A tenant's opt-in (Tenant spec.audit.prompts): the prompt as a keyed HMAC, or with
+    what the built-in detectors find replaced. Computed here, on the request path, as the
+    body is at hand; only tenants that asked for it pay for it."""
+    prompt = {name: body[name] for name in _PROMPT_FIELDS if name in body}
+    if mode == "hash":
+        try:
+            data = canonical(prompt)
+        except ValueError:
+            data = orjson.dumps(prompt)
+        return {"prompt_hmac": writer.pseudonyms.digest(data)}
+    try:
+        redacted = request_body(prompt, _redactor(), Counter())
+    except Exception:
+        # A detector that fails must not let the prompt through unredacted.
+        logger.warning("audit: the prompt could not be redacted; left out", exc_info=True)
+        return {"prompt_redacted": None}
+    return {"prompt_redacted": {n: redacted[n] for n in _PROMPT_FIELDS if n in redacted}}
+
+
+@functools.cache
+def _redactor() -> Scanner:
+    rules = [Rule(d, "redact", i) for i, d in enumerate(BUILTIN.values())]
+    return Scanner(tuple(rules))
 
 
 def refused(request: web.Request, exc: GatewayError) -> None:
@@ -224,6 +268,7 @@ def config_applied(app: web.Application, config: GatewayConfig) -> None:
     writer = app.get(AUDIT)
     if writer is None:
         return
+    _keep_for(writer, app[SETTINGS], config)
     writer.submit_reliable(
         {
             "type": "config.applied",
@@ -232,3 +277,14 @@ def config_applied(app: web.Application, config: GatewayConfig) -> None:
             "models": len(config.models),
         }
     )
+
+
+def _keep_for(writer: AuditWriter, settings: GatewaySettings, config: GatewayConfig) -> None:
+    """Rotated files are removed after the longest retention anyone asked for: the
+    gateway's flag or a Tenant's spec.audit.retentionDays. One file holds every tenant's
+    records, chained: a record cannot leave before the others of its file."""
+    days = [t.audit_retention_days for t in config.tenants.values() if t.audit_retention_days]
+    if settings.audit_retention_days:
+        days.append(settings.audit_retention_days)
+    if isinstance(writer.file, RotatingFile):
+        writer.file.retention_s = max(days) * 86400.0 if days else None

@@ -153,6 +153,12 @@ class TenantPolicy(_Frozen):
     data_policy: DataPolicy | None = Field(
         None, description="Guardrails on prompts and answers; None: none, at no cost."
     )
+    audit_prompts: Literal["off", "hash", "redacted"] = Field(
+        "off", description="What a request's audit record keeps of its prompt."
+    )
+    audit_retention_days: int | None = Field(
+        None, description="Days the audit files must keep this tenant's records."
+    )
 
     @field_serializer("models")
     def _sorted(self, models: frozenset[str]) -> list[str]:

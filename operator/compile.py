@@ -441,7 +441,16 @@ def _tenant_policy(
         project=tenant.spec.cost_center.project,
         state_outage_policy=_OUTAGE_POLICIES.get(spec.state_outage_policy or ""),
         data_policy=data_policy(tenant, problems),
+        audit_prompts=_AUDIT_PROMPTS[spec.audit.prompts],
+        audit_retention_days=spec.audit.retention_days,
     )
+
+
+_AUDIT_PROMPTS: dict[str, Literal["off", "hash", "redacted"]] = {
+    "Off": "off",
+    "Hash": "hash",
+    "Redacted": "redacted",
+}
 
 
 _OUTAGE_POLICIES: dict[str, StateOutagePolicy] = {

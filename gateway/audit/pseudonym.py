@@ -36,6 +36,10 @@ class Pseudonyms:
                 self._memo[value] = found
         return found
 
+    def digest(self, data: bytes) -> str:
+        """The HMAC of bytes that are seldom repeated (a prompt): never remembered."""
+        return PREFIX + hmac.new(self._key, data, hashlib.sha256).hexdigest()
+
 
 def read_key(text: bytes) -> bytes:
     """A key file's bytes, less a trailing newline (files made with echo or an editor)."""

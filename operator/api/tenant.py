@@ -182,6 +182,22 @@ class DataPolicy(SpecModel):
     )
 
 
+class AuditPolicy(SpecModel):
+    """What the gateways' audit log keeps of this tenant's requests."""
+
+    prompts: Literal["Off", "Hash", "Redacted"] = Field(
+        "Off",
+        description="Off: no prompt in the request record. Hash: a keyed HMAC of the prompt "
+        "(tells equal prompts apart, reveals none). Redacted: the prompt with everything the "
+        "built-in detectors find (addresses, numbers, secrets) replaced. Answers never.",
+    )
+    retention_days: Annotated[int, Field(ge=1, le=3650)] | None = Field(
+        None,
+        description="Days the audit files must keep this tenant's records; rotated files "
+        "are removed after the longest such period of all tenants (and the gateway's own).",
+    )
+
+
 class TenantSpec(SpecModel):
     display_name: Annotated[str, Field(max_length=256)] | None = None
     models: list[Annotated[str, Field(pattern=ALLOWED_MODEL)]] = Field(
@@ -207,6 +223,7 @@ class TenantSpec(SpecModel):
         "Default: the gateway's --redis-failure-policy.",
     )
     data_policy: DataPolicy | None = None
+    audit: AuditPolicy = Field(default_factory=AuditPolicy)
 
     @field_validator("api_keys")
     @classmethod

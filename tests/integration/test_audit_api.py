@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 
 from llmrouter.gateway.app import create_app
 from llmrouter.gateway.audit.chain import new_key_pem
+from llmrouter.gateway.audit.sinks import RotatingFile
 from llmrouter.gateway.keys import AUDIT
 from llmrouter.gateway.settings import GatewaySettings
 from llmrouter.gateway.store import ConfigStore
@@ -150,3 +152,82 @@ async def test_filters_and_paging(gateway: tuple[str, Any]) -> None:
         for bad in ("limit=0", "from=yesterday", "after=zzz"):
             answer = await client.get(f"/admin/audit?{bad}", headers=auditor)
             assert answer.status_code == 400 and answer.json()["error"]["param"], bad
+
+
+PROMPT_TENANTS = """
+apiVersion: llmrouter.io/v1alpha1
+kind: Tenant
+metadata: {name: hashed}
+spec:
+  models: [local]
+  apiKeys: [{name: dev, role: developer}]
+  audit: {prompts: Hash, retentionDays: 30}
+---
+apiVersion: llmrouter.io/v1alpha1
+kind: Tenant
+metadata: {name: redacted}
+spec:
+  models: [local]
+  apiKeys: [{name: dev, role: developer}]
+  audit: {prompts: Redacted, retentionDays: 400}
+---
+apiVersion: llmrouter.io/v1alpha1
+kind: Tenant
+metadata: {name: plain}
+spec:
+  models: [local]
+  apiKeys: [{name: dev, role: developer}]
+"""
+PROMPT_KEYS = {
+    "hashed": "llmr_hashed_dev_key_00000000000001",
+    "redacted": "llmr_redacted_dev_key_000000000002",
+    "plain": "llmr_plain_dev_key_00000000000003",
+}
+PROMPT = "mail jane.doe@example.com about the merger, code 7731"
+
+
+async def test_tenants_choose_what_records_keep_of_prompts(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    (tmp_path / "res").mkdir()
+    (tmp_path / "res" / "all.yaml").write_text(LOCAL_MODEL + PROMPT_TENANTS)
+    (tmp_path / "keys.yaml").write_text(
+        "".join(f"{t}:\n  dev: {k}\n" for t, k in PROMPT_KEYS.items())
+    )
+    private, _ = new_key_pem()
+    (tmp_path / "signing.key").write_bytes(private)
+    source = StandaloneSource([tmp_path / "res"], tmp_path / "keys.yaml", {"local": [upstream.url]})
+    log = tmp_path / "audit.jsonl"
+    settings = GatewaySettings(
+        audit_file=str(log),
+        audit_signing_key_file=str(tmp_path / "signing.key"),
+        audit_retention_days=7,
+    )
+    app = create_app(settings, ConfigStore(source.load()))
+    chat = {"model": "local", "messages": [{"role": "user", "content": PROMPT}]}
+    async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
+        for tenant, key in PROMPT_KEYS.items():
+            answer = await client.post(
+                "/v1/chat/completions", json=chat, headers={"x-api-key": key}
+            )
+            assert answer.status_code == 200, (tenant, answer.text)
+        writer = app[AUDIT]
+        for _ in range(200):
+            if writer.written >= 4 and not writer.queued:
+                break
+            await asyncio.sleep(0.02)
+        records = {
+            r["tenant"]: r
+            for r in map(json.loads, log.read_bytes().splitlines())
+            if r["type"] == "request"
+        }
+        # The longest retention anyone asked for: a tenant's 400 days over the flag's 7.
+        assert isinstance(writer.file, RotatingFile) and writer.file.retention_s == 400 * 86400
+    hashed, redacted, plain = (records[f"default/{t}"] for t in PROMPT_KEYS)
+    assert str(hashed["prompt_hmac"]).startswith("hmac-sha256:")
+    assert "prompt_redacted" not in hashed
+    content = redacted["prompt_redacted"]["messages"][0]["content"]
+    assert content == "mail [REDACTED:email] about the merger, code 7731"
+    assert "prompt_hmac" not in plain and "prompt_redacted" not in plain
+    text = log.read_text()
+    assert "jane.doe" not in text and text.count("the merger") == 1
