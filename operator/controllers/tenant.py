@@ -10,7 +10,7 @@ import kopf
 from pydantic import ValidationError
 
 from llmrouter.gateway.config import hash_api_key
-from llmrouter.operator import kube, settings
+from llmrouter.operator import audit, kube, settings
 from llmrouter.operator.api.common import GROUP, VERSION
 from llmrouter.operator.api.tenant import Tenant
 from llmrouter.operator.apikeys import fingerprint, generate_api_key
@@ -82,6 +82,7 @@ def reconcile(
                 new["metadata"]["name"] = secret["metadata"]["name"]
             kopf.adopt(new, owner=body)
             what = "rotated" if rotating else ("created" if secret is None else "repaired")
+            audit.key_event(what, f"{namespace}/{name}", key.name, fingerprint(value))
             secret = kube.apply(new)
             logger.info("API key %s %s", key.name, what)
         assert secret is not None
@@ -98,6 +99,7 @@ def reconcile(
     wanted = {k.name for k in tenant.spec.api_keys}
     for key_name, secret in existing.items():
         if key_name not in wanted:
+            audit.key_event("revoked", f"{namespace}/{name}", key_name)
             kube.delete("v1", "Secret", secret["metadata"]["name"], namespace)
             logger.info("API key %s revoked", key_name)
     patch.status["apiKeys"] = statuses
