@@ -6,6 +6,7 @@ middleware); nothing else, and never a stack trace, reaches a client.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 
@@ -17,6 +18,8 @@ class GatewayError(Exception):
     """Another endpoint or a fallback model might answer where this one did not."""
     endpoint_fault = False
     """The endpoint itself failed: counts towards opening its circuit breaker."""
+    shape: Callable[[GatewayError], dict[str, Any]] | None = None
+    """The body in another API's error shape (set by endpoints that serve one)."""
 
     def __init__(
         self,
@@ -37,6 +40,8 @@ class GatewayError(Exception):
         self.param = param
 
     def body(self) -> dict[str, Any]:
+        if self.shape is not None:
+            return self.shape(self)
         return error_body(self.message, self.type, self.code, self.param)
 
 

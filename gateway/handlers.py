@@ -7,6 +7,7 @@ from aiohttp import web
 from llmrouter.gateway.config import GatewayConfig, TenantPolicy
 from llmrouter.gateway.errors import ModelNotFound
 from llmrouter.gateway.keys import CONFIG, IDENTITY, LOAD, STORE
+from llmrouter.gateway.messages_api import create_message
 from llmrouter.gateway.openai_request import Operation
 from llmrouter.gateway.proxy import handle_model_request
 from llmrouter.gateway.responses import create_response, get_response
@@ -38,6 +39,11 @@ async def responses(request: web.Request) -> web.StreamResponse:
 @routes.get("/v1/responses/{response_id}")
 async def response_by_id(request: web.Request) -> web.Response:
     return await get_response(request)
+
+
+@routes.post("/v1/messages")
+async def messages(request: web.Request) -> web.StreamResponse:
+    return await create_message(request)
 
 
 def _visible_models(config: GatewayConfig, tenant: TenantPolicy) -> list[str]:

@@ -20,8 +20,10 @@ from tests.support.config import DEV_KEY, OTHER_TENANT_KEY
 from tests.support.fake_upstream import FakeUpstream
 
 
+# Retries: on a loaded machine the gateway's first health poll of the fake upstream can time
+# out, and the upstream counts as down until the next poll a second later.
 def client(gateway_url: str, key: str = DEV_KEY) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{gateway_url}/v1", api_key=key, max_retries=0)
+    return openai.AsyncOpenAI(base_url=f"{gateway_url}/v1", api_key=key, max_retries=2)
 
 
 async def metrics_text(metrics_url: str) -> str:
