@@ -195,7 +195,7 @@ def test_deep_nesting_is_refused_at_a_fixed_depth_and_quickly(gw: Gateway) -> No
         body = b'{"model":"chat","messages":' + opener * count + closer * count + b"}"
         answer = gw.send(request(body))
         openai_error(answer, 400, "invalid_json")
-        assert answer.elapsed_s < 2
+        assert answer.elapsed_s < 5  # milliseconds on an idle machine
     # Brackets inside strings are text, and wide is not deep.
     text = b'{"model":"chat","messages":[{"role":"user","content":"' + b"[{" * 5000 + b'"}]}'
     assert gw.send(request(text)).status == 200

@@ -185,7 +185,8 @@ def test_fuzz_finds_no_5xx_and_only_openai_shaped_errors(
     # The run reached the model server, and was refused for every kind of reason.
     assert seen.get(200, 0) > 0 and upstream.seen, seen
     assert {400, 403, 404} <= set(seen), seen
-    assert time.monotonic() - started < 60
+    # About 15 s on an idle 2-core machine; the bound only catches a run that grew unbounded.
+    assert time.monotonic() - started < 90
 
 
 def _examples(schema: BaseSchema, operation: APIOperation[Any, Any, Any, Any]) -> list[Case[Any]]:
