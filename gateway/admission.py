@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 
 from llmrouter.gateway.auth import Identity
 from llmrouter.gateway.config import ModelRoute
@@ -13,7 +12,6 @@ from llmrouter.gateway.errors import GatewayError
 from llmrouter.gateway.openai_request import ModelRequest, output_cap
 from llmrouter.gateway.periods import Window, period
 from llmrouter.gateway.state import (
-    NANO_USD,
     BudgetCheck,
     ConcurrencyCheck,
     CounterCheck,
@@ -38,9 +36,6 @@ LEASE_MARGIN_S = 5.0
 """How long a slot or reservation outlives the longest its request may run (the model's
 ``total`` timeout, which bounds streams too): time for the accounting after the answer."""
 
-_MILLION = Decimal(1_000_000)
-
-
 @dataclass(frozen=True, slots=True)
 class Ask:
     """The most one request may use, reserved at admission until it settles."""
@@ -63,14 +58,14 @@ def ask_for(req: ModelRequest, chain: Sequence[ModelRoute]) -> Ask:
     """What ``req`` may use on the model ``chain[0]`` or any of its fallbacks."""
     estimate = input_estimate(len(req.raw))
     tokens = cost = 0
+    lease = 0.0
     for route in chain:
         cap = output_cap(req, route) or 0
         tokens = max(tokens, estimate + cap)
-        p = route.pricing
-        worst = (estimate * p.input_per_million_usd + cap * p.output_per_million_usd) / _MILLION
-        cost = max(cost, math.ceil(worst / NANO_USD))
-    lease = max(route.timeouts.total_s for route in chain) + LEASE_MARGIN_S
-    return Ask(estimate, tokens, cost, lease)
+        input_price, output_price = route.pricing.nano_per_million
+        cost = max(cost, -(-(estimate * input_price + cap * output_price) // 1_000_000))
+        lease = max(lease, route.timeouts.total_s)
+    return Ask(estimate, tokens, cost, lease + LEASE_MARGIN_S)
 
 
 def plan_admission(identity: Identity, ask: Ask, now: float) -> Plan:

@@ -61,6 +61,16 @@ class Pricing(_Frozen):
     input_per_million_usd: Decimal = Decimal(0)
     output_per_million_usd: Decimal = Decimal(0)
 
+    @functools.cached_property
+    def nano_per_million(self) -> tuple[int, int]:
+        """Input and output prices in whole nano-dollars per million tokens, rounded up:
+        integer arithmetic for the worst case every admission reserves."""
+        scale = Decimal(1_000_000_000)
+        return (
+            int((self.input_per_million_usd * scale).to_integral_value(rounding="ROUND_CEILING")),
+            int((self.output_per_million_usd * scale).to_integral_value(rounding="ROUND_CEILING")),
+        )
+
 
 class ModelRoute(_Frozen):
     name: str

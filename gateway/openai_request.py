@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -51,7 +51,20 @@ class ModelRequest:
 
     def with_output_cap(self, route: ModelRoute) -> ModelRequest:
         cap = output_cap(self, route)
-        return self if cap == self.output_cap else replace(self, output_cap=cap)
+        current = self.max_output if self.output_cap is None else self.output_cap
+        if cap == current:
+            return self  # the body already says it: sent untouched
+        # The constructor, not dataclasses.replace: this is on every request's path.
+        return ModelRequest(
+            self.operation,
+            self.body,
+            self.raw,
+            self.model,
+            self.stream,
+            self.wants_usage,
+            self.max_output,
+            cap,
+        )
 
 
 def output_cap(req: ModelRequest, route: ModelRoute) -> int | None:

@@ -30,11 +30,11 @@ def usage_field(model: str, user: str, what: str) -> str:
     return FIELD_SEP.join((model, user, what))
 
 
-def reservations(tenant: str) -> tuple[str, str, str]:
-    """A tenant's budget reservations: amounts by request id, their lease expiries, and
-    their total."""
+def reservations(tenant: str) -> tuple[str, str]:
+    """A tenant's budget reservations: their leases (``request id:amount`` scored by lease
+    end) and their total."""
     base = f"{PREFIX}reserved:{tenant}"
-    return f"{base}:amounts", f"{base}:leases", f"{base}:total"
+    return f"{base}:leases", f"{base}:total"
 
 
 def event(name: str) -> str:

@@ -27,7 +27,9 @@ from llmrouter.gateway.state.resp import PipelinedRedis, RedisUnavailable
 # Leases: a slot or reservation whose holder vanished (a gateway killed mid-request)
 # frees itself when its lease ends, swept by the next admission of the same scope. Sets and
 # hashes that empty vanish by themselves; the reservation total is deleted at zero.
-# KEYS: counters…, concurrency sets…, [spend, reservation amounts, leases, total]
+# A reservation is a member ``request id:nano-dollars`` of the tenant's leases (scored by
+# its lease end) and part of the tenant's total: settling needs no lookup of its amount.
+# KEYS: counters…, concurrency sets…, [spend, reservation leases, reservation total]
 # ARGV: now, request id, lease end, idle ttl, #counters, (limit, amount, ttl ms)…,
 #       #concurrency, limit…, budget limit (-1 when none), reservation
 # Returns 0 when admitted ({0, spend} with a budget), else the 1-based index of the first
@@ -54,13 +56,12 @@ local budget, reserve = tonumber(ARGV[b]), tonumber(ARGV[b + 1])
 local s = nc + nk
 local admitted = 0
 if budget >= 0 then
-  local amounts, leases, total = KEYS[s + 2], KEYS[s + 3], KEYS[s + 4]
-  local stale = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 100)
-  for _, r in ipairs(stale) do
-    local held = redis.call('HGET', amounts, r)
-    if held and redis.call('DECRBY', total, held) <= 0 then redis.call('DEL', total) end
-    redis.call('HDEL', amounts, r)
-    redis.call('ZREM', leases, r)
+  local leases, total = KEYS[s + 2], KEYS[s + 3]
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 100)) do
+    if redis.call('DECRBY', total, string.match(m, ':(%d+)$')) <= 0 then
+      redis.call('DEL', total)
+    end
+    redis.call('ZREM', leases, m)
   end
   local spent = tonumber(redis.call('GET', KEYS[s + 1]) or '0')
   local reserved = tonumber(redis.call('GET', total) or '0')
@@ -79,18 +80,17 @@ for j = 1, nk do
   redis.call('EXPIRE', KEYS[nc + j], idle)
 end
 if budget >= 0 and reserve > 0 then
-  redis.call('HSET', KEYS[s + 2], rid, reserve)
-  redis.call('ZADD', KEYS[s + 3], lease_end, rid)
-  redis.call('INCRBY', KEYS[s + 4], reserve)
+  redis.call('ZADD', KEYS[s + 2], lease_end, rid .. ':' .. ARGV[b + 1])
+  redis.call('INCRBY', KEYS[s + 3], reserve)
 end
 return admitted
 """
 
 # KEYS: spend, usage hash, token counters…, concurrency sets to leave…,
-#       [reservation amounts, leases, total], [replay marker]
+#       [reservation leases, reservation total], [replay marker]
 # ARGV: #token counters, cost, requests field, input field, output field, cost field,
 #       input tokens, output tokens, retention, request id, #concurrency sets,
-#       release reservation (0/1), replay mode, correction of each token counter…
+#       reservation to release (its member, or empty), replay mode, token corrections…
 # Replay modes: 0 live; 1 a journaled request admitted here, applied only while its slots
 # or reservation are still held (else it was applied before its reply was lost); 2 a
 # journaled request admitted during an outage. Replays apply once (marker).
@@ -100,12 +100,12 @@ local ntok, nk = tonumber(ARGV[1]), tonumber(ARGV[11])
 local rid, mode = ARGV[10], tonumber(ARGV[13])
 local r = 3 + ntok + nk
 if mode > 0 then
-  if mode == 1 and (nk > 0 or ARGV[12] == '1') then
+  if mode == 1 and (nk > 0 or ARGV[12] ~= '') then
     local held = false
     for i = 3 + ntok, 2 + ntok + nk do
       if redis.call('ZSCORE', KEYS[i], rid) then held = true end
     end
-    if ARGV[12] == '1' and redis.call('HEXISTS', KEYS[r], rid) == 1 then held = true end
+    if ARGV[12] ~= '' and redis.call('ZSCORE', KEYS[r], ARGV[12]) then held = true end
     if not held then return -1 end
   end
   if not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'EX', 604800) then return -1 end
@@ -116,13 +116,10 @@ end
 for i = 3 + ntok, 2 + ntok + nk do
   redis.call('ZREM', KEYS[i], rid)
 end
-if ARGV[12] == '1' then
-  local held = redis.call('HGET', KEYS[r], rid)
-  if held then
-    if redis.call('DECRBY', KEYS[r + 2], held) <= 0 then redis.call('DEL', KEYS[r + 2]) end
-    redis.call('HDEL', KEYS[r], rid)
+if ARGV[12] ~= '' and redis.call('ZREM', KEYS[r], ARGV[12]) == 1 then
+  if redis.call('DECRBY', KEYS[r + 1], string.match(ARGV[12], ':(%d+)$')) <= 0 then
+    redis.call('DEL', KEYS[r + 1])
   end
-  redis.call('ZREM', KEYS[r + 1], rid)
 end
 redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
 redis.call('HINCRBY', KEYS[2], ARGV[4], ARGV[7])
@@ -134,18 +131,15 @@ redis.call('EXPIRE', KEYS[1], ARGV[9])
 return spend
 """
 
-# KEYS: concurrency sets…, [reservation amounts, leases, total]
-# ARGV: request id, #concurrency sets
+# KEYS: concurrency sets…, [reservation leases, reservation total]
+# ARGV: request id, #concurrency sets, reservation member (or empty)
 RELEASE = """
-local rid, nk = ARGV[1], tonumber(ARGV[2])
+local rid, nk, member = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 for i = 1, nk do redis.call('ZREM', KEYS[i], rid) end
-if #KEYS > nk then
-  local held = redis.call('HGET', KEYS[nk + 1], rid)
-  if held then
-    if redis.call('DECRBY', KEYS[nk + 3], held) <= 0 then redis.call('DEL', KEYS[nk + 3]) end
-    redis.call('HDEL', KEYS[nk + 1], rid)
+if member ~= '' and redis.call('ZREM', KEYS[nk + 1], member) == 1 then
+  if redis.call('DECRBY', KEYS[nk + 2], string.match(member, ':(%d+)$')) <= 0 then
+    redis.call('DEL', KEYS[nk + 2])
   end
-  redis.call('ZREM', KEYS[nk + 2], rid)
 end
 return 0
 """
@@ -183,6 +177,12 @@ IDLE_SLOTS_TTL_S = 86400
 
 REPLAY_ADMITTED_HERE = 1
 REPLAY_ADMITTED_LOCALLY = 2
+
+
+def _member(plan: Plan, request_id: str) -> str:
+    """The request's reservation in the tenant's leases (see ADMIT), or empty for none."""
+    b = plan.budget
+    return f"{request_id}:{b.reserve_nano}" if b is not None and b.reserve_nano else ""
 
 
 class RedisStore:
@@ -253,7 +253,7 @@ class RedisStore:
     async def release(self, plan: Plan, request_id: str) -> None:
         if plan.concurrency or plan.budget is not None:
             keys = self._held_keys(plan)
-            args = [request_id, len(plan.concurrency)]
+            args = [request_id, len(plan.concurrency), _member(plan, request_id)]
             await self._call(self._redis.evalsha(RELEASE, keys, args))
 
     async def settle(
@@ -276,7 +276,7 @@ class RedisStore:
             k.USAGE_RETENTION_S,
             s.request_id,
             len(plan.concurrency) if release else 0,
-            int(release and plan.budget is not None),
+            _member(plan, s.request_id) if release else "",
             replay,
         ]
         if replay:

@@ -204,3 +204,31 @@ async def test_finish_releases_and_settles_at_once(store: StateStore) -> None:
     )
     assert spend == 7
     assert await store.admit(plan_admission(who, Ask(0, 90), T0), "c", T0) is None  # 10 + 90 <= 100
+
+
+async def test_reservations_hold_the_budget_until_settled_or_their_lease_ends(
+    store: StateStore,
+) -> None:
+    who = identity(budget=Budget(monthly_usd=Decimal("0.01")))  # 10,000,000 nano-dollars
+    ask = Ask(0, 0, cost_nano=4_000_000, lease_s=30)
+    first, second = plan_admission(who, ask, T0), plan_admission(who, ask, T0)
+    assert await store.admit(first, "a", T0) is None
+    assert await store.admit(second, "b", T0) is None
+    refusal = await store.admit(plan_admission(who, ask, T0), "c", T0)
+    assert refusal is not None and refusal.name == "budget"
+    assert (refusal.spent, refusal.reserved, refusal.needed) == (0, 8_000_000, 4_000_000)
+    # settling swaps a reservation for the actual cost
+    await store.finish(first, settlement(T0, cost_nano=1_000_000, rid="a"))
+    assert await store.admit(plan_admission(who, ask, T0), "c", T0) is None  # 1 + 4 + 4 <= 10
+    # a holder that vanished: its reservation ends with its lease, and is never charged
+    later = T0 + 31
+    assert await store.admit(plan_admission(who, ask, later), "d", later) is None
+    assert await store.spend("ns/acme", "2026-11") == 1_000_000
+    # releasing twice, or a request id that reserved nothing, changes nothing
+    await store.release(second, "b")
+    await store.release(second, "b")
+    await store.release(second, "nobody")
+    d_plan = plan_admission(who, ask, later)
+    assert await store.admit(d_plan, "e", later) is None  # 1 + 4 (d) + 4 (e) <= 10
+    refused = await store.admit(plan_admission(who, ask, later), "f", later)
+    assert refused is not None and refused.reserved == 8_000_000
