@@ -44,6 +44,8 @@ class Detector:
     """Runs of characters every match lies inside (and that look-aheads may see one past):
     the pattern only runs inside them, not over the whole text. Detectors that share one
     find the runs once per text."""
+    shortest: int = 0
+    """The shortest match: runs shorter than this are skipped."""
     anchor: str | None = None
     """With an alphabet: the pattern only runs over the alphabet runs around this literal."""
     prefixes: tuple[str, ...] = ()
@@ -65,7 +67,8 @@ class Detector:
                 if windows is not None:
                     windows[key] = found
             for start, end in found:
-                yield from self.pattern.finditer(text, start, end + 1)
+                if end - start >= self.shortest:
+                    yield from self.pattern.finditer(text, start, end + 1)
         elif self.anchor is not None and self.alphabet is not None:
             for start, end in self._anchored(text, pos):
                 yield from self.pattern.finditer(text, start, end + 1)
@@ -213,6 +216,7 @@ BUILTIN: dict[str, Detector] = {
             valid=_phone,
             needs_digit=True,
             runs=_NUMBER_RUNS,
+            shortest=9,
         ),
         Detector(
             "payment_card",
@@ -227,6 +231,7 @@ BUILTIN: dict[str, Detector] = {
             valid=checksums.payment_card,
             needs_digit=True,
             runs=_NUMBER_RUNS,
+            shortest=13,
         ),
         Detector(
             "iban",
@@ -239,6 +244,7 @@ BUILTIN: dict[str, Detector] = {
             valid=checksums.iban_prefix,
             needs_digit=True,
             runs=_CODE_RUNS,
+            shortest=15,
         ),
         Detector(
             "us_ssn",
@@ -248,6 +254,7 @@ BUILTIN: dict[str, Detector] = {
             valid=checksums.us_ssn,
             needs_digit=True,
             runs=_NUMBER_RUNS,
+            shortest=11,
         ),
         Detector(
             "es_dni",
@@ -257,6 +264,7 @@ BUILTIN: dict[str, Detector] = {
             valid=checksums.es_dni,
             needs_digit=True,
             runs=_CODE_RUNS,
+            shortest=9,
         ),
         Detector(
             "aws_access_key",

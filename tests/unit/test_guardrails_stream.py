@@ -223,3 +223,36 @@ def test_a_word_is_held_only_when_a_match_could_begin_with_it() -> None:
     assert stream.feed("ip") == "skip"
     with_email = Scanner((Rule(BUILTIN["email"], "redact", 0),))
     assert TextStream(with_email, Counter()).feed("Hello") == ""  # it could be bob's local part
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_stream_equals_whole_on_digit_soup(seed: int) -> None:
+    # Runs of digits and separators make the number detectors' matches overlap, fail their
+    # checksums and start everywhere: the hardest case for choosing where to cut.
+    rng = random.Random(seed)
+    alphabet = "0123456789" * 4 + " -.()+/ABDEXYZ@ax\n"
+    parts = [rng.choice(alphabet) for _ in range(300)]
+    for _ in range(4):
+        parts.insert(rng.randrange(len(parts)), rng.choice([v for _, v in TRUE]))
+    text = "".join(parts)
+    whole = scan(SCANNER, text)
+    for split in (None, rng, rng):
+        out, findings = _streamed(_split(text, split))
+        assert out == whole.text
+        assert findings == whole.findings
+
+
+def test_completions_stream_text_is_guarded() -> None:
+    guard = StreamGuard(SCANNER)
+    events: list[bytes] = []
+    for piece in ["write to ", "bob@exa", "mple.com", " now"]:
+        chunk = {"id": "c", "object": "text_completion", "choices": [{"index": 0, "text": piece}]}
+        events += guard.event(b"data: " + orjson.dumps(chunk) + b"\n\n")
+    events += guard.event(b"data: [DONE]\n\n")
+    text = "".join(
+        c.get("text") or ""
+        for e in events
+        if e.startswith(b"data: {")
+        for c in orjson.loads(e[6:])["choices"]
+    )
+    assert text == "write to [REDACTED:email] now"
