@@ -19,7 +19,15 @@ from llmrouter.gateway.audit_events import request_done
 from llmrouter.gateway.config import ModelRoute
 from llmrouter.gateway.experiments.assignment import Trial
 from llmrouter.gateway.experiments.measurement import measure
-from llmrouter.gateway.keys import BUDGETS, IDENTITY, METRICS, REQUEST_ID, SETTINGS, STATE
+from llmrouter.gateway.keys import (
+    BUDGETS,
+    CONFIG,
+    IDENTITY,
+    METRICS,
+    REQUEST_ID,
+    SETTINGS,
+    STATE,
+)
 from llmrouter.gateway.openai_request import ModelRequest
 from llmrouter.gateway.periods import day_id, month_id
 from llmrouter.gateway.state import Plan, Settlement, from_nano, to_nano
@@ -110,6 +118,7 @@ async def account(
         stream=req.stream,
     )
     metrics.observe(record)
+    metrics.slo.observe(request[CONFIG].slos, record, now)
     request_done(app, identity, record, outcome.steps, req.body)
     if outcome.trial is not None and outcome.trial.measured:
         await measure(app[STATE], outcome.trial, record)

@@ -9,8 +9,9 @@ from datetime import UTC, date, datetime, timedelta
 from aiohttp import web
 
 from llmrouter.gateway.errors import InvalidRequest, PermissionDenied
-from llmrouter.gateway.keys import CONFIG, ENDPOINTS, IDENTITY, SETTINGS, STATE
+from llmrouter.gateway.keys import CONFIG, ENDPOINTS, IDENTITY, METRICS, SETTINGS, STATE
 from llmrouter.gateway.roles import ADMIN_READ, USAGE_READ
+from llmrouter.gateway.sli import policy_summary
 from llmrouter.gateway.state import UsageRow, from_nano
 
 admin_routes = web.RouteTableDef()
@@ -90,6 +91,38 @@ async def usage(request: web.Request) -> web.Response:
             "groupBy": group_by,
             "groups": [{group_by: name, **t.json()} for name, t in sorted(groups.items())],
             "total": total.json(),
+        }
+    )
+
+
+@admin_routes.get("/admin/slo")
+async def slo(request: web.Request) -> web.Response:
+    """Compliance of the SLAPolicies of the caller's tenant, from this process's own counts
+    (an approximation: see llmrouter.gateway.slo_window)."""
+    identity = request[IDENTITY]
+    identity.require(USAGE_READ)
+    now = request.app[SETTINGS].clock()
+    counts = request.app[METRICS].slo
+    policies = []
+    for policy_id, policy in sorted(request[CONFIG].slos.items()):
+        if policy.tenant != identity.tenant.id:
+            continue  # another tenant's objectives are none of this caller's business
+        objectives = counts.report(policy_id, policy, now)
+        policies.append(
+            {
+                "name": policy_id,
+                "window": f"{policy.window_days}d",
+                **policy_summary(objectives),
+                "objectives": objectives,
+            }
+        )
+    return web.json_response(
+        {
+            "tenant": identity.tenant.id,
+            "source": "gateway",
+            "approximate": True,
+            "evaluatedAt": datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "policies": policies,
         }
     )
 

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
+from llmrouter.gateway.slo_config import SLOPolicy
+
 CONFIG_VERSION: Literal[1] = 1
 
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
@@ -248,6 +250,9 @@ class GatewayConfig(_Frozen):
     )
     experiments: dict[str, ExperimentPolicy] = Field(
         default_factory=dict, description="Experiment id → its split."
+    )
+    slos: dict[str, SLOPolicy] = Field(
+        default_factory=dict, description="SLAPolicy id → what this gateway counts for it."
     )
 
     @functools.cached_property

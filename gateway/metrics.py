@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 from llmrouter.gateway.endpoint_table import EndpointTable
 from llmrouter.gateway.endpoints import BreakerState
 from llmrouter.gateway.sli import LATENCY_BUCKETS, counts_for_sli
+from llmrouter.gateway.slo_window import SLOCounts
 from llmrouter.gateway.usage import RequestRecord
 
 
@@ -128,6 +129,8 @@ class GatewayMetrics:
             "Requests refused because this process had its maximum in flight.",
             registry=self.registry,
         )
+        self.slo = SLOCounts()
+        """This process's own counts for the configuration's SLAPolicies (/admin/slo)."""
         self._live = _LiveCollector()
         self.registry.register(self._live)
         self._process_collectors: list[Collector] = [self._live]

@@ -111,6 +111,7 @@ class StandaloneSource:
                 tenants=manifests.tenants,
                 models=manifests.models,
                 experiments=manifests.experiments,
+                slapolicies=manifests.slapolicies,
                 api_key_hashes=keys,
                 endpoints=self.endpoints,
             )

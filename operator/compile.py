@@ -32,6 +32,7 @@ from llmrouter.gateway.config import (
 from llmrouter.operator.api.common import Resource, parse_duration
 from llmrouter.operator.api.experiment import Experiment
 from llmrouter.operator.api.modeldeployment import ModelDeployment
+from llmrouter.operator.api.slapolicy import SLAPolicy
 from llmrouter.operator.api.tenant import Limits as LimitsSpec
 from llmrouter.operator.api.tenant import Tenant
 from llmrouter.operator.compile_guardrails import data_policy
@@ -75,6 +76,7 @@ class Resources:
     tenants: list[Tenant] = field(default_factory=list)
     models: list[ModelDeployment] = field(default_factory=list)
     experiments: list[Experiment] = field(default_factory=list)
+    slapolicies: list[SLAPolicy] = field(default_factory=list)
     api_key_hashes: Mapping[tuple[str, str], str] = field(default_factory=dict)
     endpoints: Mapping[str, list[str]] = field(default_factory=dict)
     retiring_key_hashes: Mapping[tuple[str, str], str] = field(default_factory=dict)
@@ -130,9 +132,11 @@ def compile_resources(resources: Resources) -> tuple[GatewayConfig, list[Problem
         whole = [p for p in found if p.left_out == "object"]
         if not whole:
             from llmrouter.operator.compile_experiments import compile_experiments
+            from llmrouter.operator.compile_slos import compile_slos
 
             experiments, refused = compile_experiments(resources.experiments, config)
-            config = config.model_copy(update={"experiments": experiments})
+            slos = compile_slos(resources.slapolicies)
+            config = config.model_copy(update={"experiments": experiments, "slos": slos})
             return config, problems + found + refused
         # Objects left out whole free what they claimed, and may turn others' references
         # into problems: compile again without them.

@@ -12,11 +12,11 @@ State of an objective:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from decimal import Decimal
 from typing import Any
 
+from llmrouter.gateway import sli
 from llmrouter.operator.api.slapolicy import Objective, SLAPolicy
-from llmrouter.operator.slo import BURN_ALERTS, BURN_RATE_WINDOWS, error_budget
+from llmrouter.operator.slo import error_budget
 
 
 def objective_status(
@@ -24,48 +24,13 @@ def objective_status(
 ) -> dict[str, Any]:
     """``values``: ``events`` and ``errors`` over the window, ``ratio1h`` … ``ratio3d``
     error ratios (None: no sample, e.g. no traffic in that window)."""
-    budget = float(error_budget(o))
-    events, errors = values.get("events"), values.get("errors")
-    burn_rates = {
-        w: _round(ratio / budget) if (ratio := values.get(f"ratio{w}")) is not None else None
-        for w in BURN_RATE_WINDOWS
-    }
-    status: dict[str, Any] = {
-        "name": o.name,
-        "burnRates": {w: r for w, r in burn_rates.items() if r is not None},
-    }
-    if not events:
-        return {**status, "state": "noData", "totalEvents": events or 0.0}
-    bad = min(max(errors or 0.0, 0.0), events)
-    remaining = 1 - (bad / events) / budget
-    factors = {a.long: float(a.factor(window_days)) for a in BURN_ALERTS}
-    burning = any(r is not None and r > factors[w] for w, r in burn_rates.items())
-    state = "breached" if remaining < 0 else "warning" if burning else "ok"
-    return {
-        **status,
-        "sli": _round(1 - bad / events),
-        "errorBudgetRemaining": _round(remaining),
-        "goodEvents": round(events - bad, 3),
-        "totalEvents": round(events, 3),
-        "state": state,
-    }
-
-
-def _round(value: float) -> float:
-    return float(f"{value:.6g}")
+    return sli.objective_status(o.name, float(error_budget(o)), window_days, values)
 
 
 def policy_summary(objectives: list[dict[str, Any]]) -> dict[str, Any]:
     """``compliant`` (None while no objective has data) and ``budget``: the lowest budget
     remaining, in percent, for the printer column."""
-    known = [o for o in objectives if o["state"] != "noData"]
-    if not known:
-        return {"compliant": None, "budget": None}
-    lowest = min(Decimal(str(o["errorBudgetRemaining"])) for o in known)
-    return {
-        "compliant": all(o["state"] != "breached" for o in known),
-        "budget": f"{(lowest * 100).quantize(Decimal('0.1'))}%",
-    }
+    return sli.policy_summary(objectives)
 
 
 def state_changes(

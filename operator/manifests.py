@@ -15,17 +15,19 @@ from llmrouter.operator import yamlutil
 from llmrouter.operator.api.common import API_VERSION, GROUP
 from llmrouter.operator.api.experiment import Experiment
 from llmrouter.operator.api.modeldeployment import ModelDeployment
+from llmrouter.operator.api.slapolicy import SLAPolicy
 from llmrouter.operator.api.tenant import Tenant
 
 logger = logging.getLogger(__name__)
 
-KINDS: dict[str, type[Tenant] | type[ModelDeployment] | type[Experiment]] = {
+KINDS: dict[str, type[Tenant] | type[ModelDeployment] | type[Experiment] | type[SLAPolicy]] = {
     "Tenant": Tenant,
     "ModelDeployment": ModelDeployment,
     "Experiment": Experiment,
+    "SLAPolicy": SLAPolicy,
 }
 # Kinds of the API group that later versions of this gateway act on; skipped, with a warning.
-NOT_YET_SUPPORTED = {"SLAPolicy"}
+NOT_YET_SUPPORTED: set[str] = set()
 
 
 class ManifestError(ValueError):
@@ -41,6 +43,7 @@ class Manifests:
     tenants: list[Tenant] = field(default_factory=list)
     models: list[ModelDeployment] = field(default_factory=list)
     experiments: list[Experiment] = field(default_factory=list)
+    slapolicies: list[SLAPolicy] = field(default_factory=list)
 
 
 def manifest_files(paths: Iterable[Path]) -> list[Path]:
@@ -105,6 +108,8 @@ def _add_document(doc: Any, where: str, out: Manifests) -> list[str]:
         out.tenants.append(obj)
     elif isinstance(obj, Experiment):
         out.experiments.append(obj)
+    elif isinstance(obj, SLAPolicy):
+        out.slapolicies.append(obj)
     else:
         out.models.append(obj)
     return []

@@ -21,48 +21,21 @@ and TTFT count requests over the threshold as ``count - bucket{le=T}``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from llmrouter.gateway.sli import le_label
+from llmrouter.gateway.sli import BURN_ALERTS, BURN_RATE_WINDOWS, BurnAlert, le_label
 from llmrouter.operator.api.slapolicy import Objective, SLAPolicy
 from llmrouter.operator.render import MANAGED_BY
 
 RATIO_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
-WINDOW_HOURS = {"5m": Decimal(5) / 60, "30m": Decimal("0.5"), "1h": Decimal(1), "2h": Decimal(2)}
-WINDOW_HOURS |= {"6h": Decimal(6), "1d": Decimal(24), "3d": Decimal(72)}
 
 PREFIX = "llmrouter_slo"
 POLICY_LABEL = "llmrouter.io/slapolicy"
 RULES_KEY = "rules.yaml"
-
-
-@dataclass(frozen=True)
-class BurnAlert:
-    """One window pair of the SRE Workbook's table."""
-
-    long: str
-    short: str
-    budget_share: Decimal
-    """Share of the whole window's budget this pair alerts on having spent in ``long``."""
-    severity: str
-    """``page`` or ``ticket``: mapped to the policy's severities."""
-
-    def factor(self, window_days: int) -> Decimal:
-        """How many times the budget rate the error ratio must exceed."""
-        return self.budget_share * window_days * 24 / WINDOW_HOURS[self.long]
-
-
-BURN_ALERTS = (
-    BurnAlert("1h", "5m", Decimal("0.02"), "page"),
-    BurnAlert("6h", "30m", Decimal("0.05"), "page"),
-    BurnAlert("1d", "2h", Decimal("0.10"), "ticket"),
-    BurnAlert("3d", "6h", Decimal("0.10"), "ticket"),
-)
 
 
 def factors(window_days: int) -> dict[str, Decimal]:
@@ -136,9 +109,6 @@ def _sums(policy: SLAPolicy, o: Objective, window: str) -> tuple[str, str]:
     within = selector(policy, "le=" + _quote(le_label(threshold)))
     good = f"sum(increase({metric}_bucket{within}[{window}]))"
     return events, f"({events} - {good})"
-
-
-BURN_RATE_WINDOWS = ("1h", "6h", "1d", "3d")
 
 
 def objective_queries(policy: SLAPolicy, o: Objective) -> dict[str, str]:
