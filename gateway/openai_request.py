@@ -49,6 +49,20 @@ class ModelRequest:
     output_cap: int | None = None
     """The output cap sent upstream for the model being tried (see with_output_cap)."""
 
+    def with_body(self, body: dict[str, Any]) -> ModelRequest:
+        """The same request with a body the gateway changed (an experiment variant's
+        parameters): only fields of known types changed, so it is not validated again."""
+        return ModelRequest(
+            self.operation,
+            body,
+            orjson.dumps(body),
+            self.model,
+            self.stream,
+            self.wants_usage,
+            _max_output(body) if self.operation.streams else None,
+            None,
+        )
+
     def with_output_cap(self, route: ModelRoute) -> ModelRequest:
         cap = output_cap(self, route)
         current = self.max_output if self.output_cap is None else self.output_cap

@@ -86,7 +86,7 @@ async def handle_model_request(
     trial = _trial(request, req)
     if trial is not None:
         resolution = with_trial(config, req.model, trial)
-        req = parse_request(operation, orjson.dumps(with_variant(req.body, trial.variant)))
+        req = req.with_body(with_variant(req.body, trial.variant))
     req = check_request(request, req)
     chain = fallback_chain(config, identity.tenant, resolution.route)
     ask = ask_for(req, chain)
