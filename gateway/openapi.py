@@ -152,6 +152,74 @@ SCHEMAS: dict[str, Schema] = {
             },
         },
     },
+    "MessageRequest": {
+        "description": "Anthropic's Messages API, served on the chat completions pipeline.",
+        "type": "object",
+        "required": ["model", "max_tokens", "messages"],
+        "additionalProperties": False,
+        "properties": {
+            "model": {"type": "string", "minLength": 1, "examples": ["chat"]},
+            "max_tokens": {**_MAX_TOKENS, "examples": [64]},
+            "messages": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "properties": {"role": {"enum": ["user", "assistant"]}, "content": {}},
+                },
+                "examples": [[{"role": "user", "content": "Say hello"}]],
+            },
+            "system": {},
+            "stop_sequences": {"type": "array", "items": {"type": "string"}},
+            "temperature": {"type": "number"},
+            "top_p": {"type": "number"},
+            "top_k": {"type": "integer"},
+            "stream": {"type": "boolean"},
+            "tools": {"type": "array"},
+            "tool_choice": {},
+            "metadata": {"type": "object"},
+            "thinking": {},
+            "service_tier": {},
+        },
+    },
+    "Message": {
+        "type": "object",
+        "required": ["id", "type", "role", "content"],
+        "properties": {
+            "id": {"type": "string"},
+            "type": {"const": "message"},
+            "role": {"const": "assistant"},
+            "model": {"type": "string"},
+            "content": {"type": "array"},
+            "stop_reason": {"type": ["string", "null"]},
+            "usage": {"type": "object"},
+        },
+    },
+    "AnthropicError": {
+        "description": "Errors the Messages API answers from its own checks, in Anthropic's "
+        "shape (the gateway's checks before it, such as authentication, answer Error).",
+        "type": "object",
+        "required": ["type", "error"],
+        "properties": {
+            "type": {"const": "error"},
+            "error": {
+                "type": "object",
+                "required": ["type", "message"],
+                "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+    "SLOReport": {
+        "type": "object",
+        "required": ["tenant", "source", "approximate", "evaluatedAt", "policies"],
+        "properties": {
+            "tenant": {"type": "string"},
+            "source": {"type": "string"},
+            "approximate": {"type": "boolean"},
+            "evaluatedAt": {"type": "string", "format": "date-time"},
+            "policies": {"type": "array", "items": {"type": "object"}},
+        },
+    },
     "ChatCompletion": {
         "description": "The model server's answer, relayed.",
         "type": "object",
@@ -311,8 +379,8 @@ _API_ERRORS = (400, 401, 403, 408, 413, 431, 503)
 _MODEL_ERRORS = (*_API_ERRORS, 404, 429, 502, 504)
 
 
-def _errors(statuses: tuple[int, ...]) -> dict[str, Any]:
-    error = {"content": {JSON: {"schema": _ref("Error")}}}
+def _errors(statuses: tuple[int, ...], schema: Schema | None = None) -> dict[str, Any]:
+    error = {"content": {JSON: {"schema": schema or _ref("Error")}}}
     return {str(s): {"description": _DESCRIPTIONS[s], **error} for s in sorted(set(statuses))}
 
 
@@ -410,6 +478,20 @@ PATHS: dict[str, dict[str, Any]] = {
             "responses": {**_ok("Response"), **_errors((*_API_ERRORS, 404))},
         }
     },
+    "/v1/messages": {
+        "post": {
+            **_model_operation(
+                "A message (Anthropic's Messages API), or its stream of events",
+                "MessageRequest",
+                "Message",
+                True,
+            ),
+            "responses": {
+                **_ok("Message", stream=True),
+                **_errors(_MODEL_ERRORS, {"anyOf": [_ref("Error"), _ref("AnthropicError")]}),
+            },
+        }
+    },
     "/v1/models": {
         "get": {
             "summary": "The models and aliases the caller's tenant may use",
@@ -490,6 +572,13 @@ PATHS: dict[str, dict[str, Any]] = {
                 },
             ],
             "responses": {**_ok("AuditPage"), **_errors(_API_ERRORS)},
+        }
+    },
+    "/admin/slo": {
+        "get": {
+            "summary": "Compliance of the caller's tenant's SLAPolicies, from this process's "
+            "own counts (usage:read)",
+            "responses": {**_ok("SLOReport"), **_errors(_API_ERRORS)},
         }
     },
     "/admin/endpoints": {
