@@ -52,17 +52,19 @@ class SLOCounts:
                 if not event:
                     continue
                 counts = self._buckets.setdefault((policy_id, o.name), {})
-                pair = counts.setdefault(bucket, [0, 0])
+                pair = counts.get(bucket)
+                if pair is None:
+                    # Once per bucket, not per request: old buckets go as a new one starts.
+                    self._prune(counts, bucket, policy.window_days)
+                    pair = counts[bucket] = [0, 0]
                 pair[0] += 1
                 pair[1] += bad
-                self._prune(counts, bucket, policy.window_days)
 
     @staticmethod
     def _prune(counts: dict[int, list[int]], bucket: int, window_days: int) -> None:
         oldest = bucket - window_days * 86400 // BUCKET_S
-        if min(counts) < oldest:
-            for b in [b for b in counts if b < oldest]:
-                del counts[b]
+        for b in [b for b in counts if b < oldest]:
+            del counts[b]
 
     def _sum(self, key: tuple[str, str], now: float, seconds: float) -> tuple[int, int]:
         last = int(now // BUCKET_S)
