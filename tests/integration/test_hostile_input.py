@@ -273,6 +273,16 @@ def test_bodies_and_messages_that_do_not_decode(gw: Gateway) -> None:
     # Two Content-Lengths: which one a proxy in front believed is anyone's guess (smuggling).
     smuggled = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"
     openai_error(gw.send(smuggled), 400, "invalid_http")
+    for framing in [
+        b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: chunked, identity\r\n",
+        b"Transfer-Encoding: xchunked\r\n",
+        b"Content-Length: -1\r\n",
+        b"Content-Length: 0x10\r\n",
+        b"X-Folded: a\r\n b\r\n",
+    ]:
+        head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: g\r\n" + framing + b"\r\n"
+        openai_error(gw.send(head + b"0\r\n\r\n"), 400, "invalid_http")
 
 
 def test_a_client_sending_its_headers_slowly_is_cut_off(gw: Gateway) -> None:
