@@ -172,3 +172,36 @@ async def test_admin_calls_fail_when_the_audit_log_cannot_be_written(
                 break
             await asyncio.sleep(0.02)
         assert writer.dropped == 1
+
+
+def test_two_workers_write_two_chains_checkpointed_in_redis(
+    config_files: tuple[Path, Path], upstream: FakeUpstream, tmp_path: Path, redis_url: str
+) -> None:
+    resources, keys = config_files
+    assert _audit("keygen", str(tmp_path / "signing")).returncode == 0
+    log = tmp_path / "audit.jsonl"
+    args = [
+        "-f", str(resources), "--keys-file", str(keys), "--endpoint", f"local={upstream.url}",
+        "--workers", "2", "--state", redis_url,
+        "--audit-file", str(log), "--audit-signing-key", str(tmp_path / "signing.key"),
+    ]  # fmt: skip
+    env = {"LLMROUTER_SECRET_PROVIDER_TOKEN": PROVIDER_TOKEN}
+    with ServeProcess(args, tmp_path / "serve.log", env) as proc:
+        chat = proc.client(DEV_KEY).chat.completions
+        # Each worker writes its own file and chain (its configuration record at least).
+        for _ in range(20):
+            chat.create(model="chat", messages=[{"role": "user", "content": "hi"}])
+    files = sorted(tmp_path.glob("audit.jsonl*"))
+    assert [f.name for f in files] == ["audit.jsonl", "audit.jsonl.1"]
+    # The checkpoint file beside the log is lost: Redis's copies alone prove the tails.
+    (tmp_path / "audit-checkpoints.jsonl").unlink()
+    verify = _audit(
+        "verify", *map(str, files), "--checkpoints-redis", redis_url,
+        "--public-key", str(tmp_path / "signing.pub"),
+    )  # fmt: skip
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert " in 2 chains intact" in verify.stderr
+    requests = [
+        line for f in files for line in f.read_bytes().splitlines() if b'"type":"request"' in line
+    ]
+    assert len(requests) == 20
