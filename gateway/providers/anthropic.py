@@ -88,14 +88,124 @@ def _blocks(content: Any) -> str | list[dict[str, Any]]:
     return blocks
 
 
+def _tools(body: dict[str, Any]) -> list[dict[str, Any]]:
+    if body.get("functions"):
+        raise InvalidRequest(
+            "'functions' is not translated for Anthropic models: send 'tools'", param="functions"
+        )
+    tools = body.get("tools") or []
+    if not isinstance(tools, list):
+        raise InvalidRequest("'tools' must be an array", param="tools")
+    out = []
+    for i, tool in enumerate(tools):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if (
+            tool.get("type") != "function"
+            or not isinstance(function, dict)
+            or not isinstance(function.get("name"), str)
+        ):
+            raise InvalidRequest(
+                f"tools[{i}] must be a function with a name for an Anthropic model",
+                param=f"tools[{i}]",
+            )
+        entry: dict[str, Any] = {
+            "name": function["name"],
+            "input_schema": function.get("parameters") or {"type": "object", "properties": {}},
+        }
+        if isinstance(function.get("description"), str):
+            entry["description"] = function["description"]
+        out.append(entry)
+    return out
+
+
+def _tool_choice(body: dict[str, Any]) -> dict[str, Any] | None:
+    choice = body.get("tool_choice")
+    out: dict[str, Any] | None
+    if choice is None:
+        out = None
+    elif choice == "auto":
+        out = {"type": "auto"}
+    elif choice == "required":
+        out = {"type": "any"}
+    elif choice == "none":
+        out = {"type": "none"}
+    elif isinstance(choice, dict) and isinstance((choice.get("function") or {}).get("name"), str):
+        out = {"type": "tool", "name": choice["function"]["name"]}
+    else:
+        raise InvalidRequest(
+            "'tool_choice' cannot be sent to an Anthropic model", param="tool_choice"
+        )
+    if body.get("parallel_tool_calls") is False:
+        out = {**(out or {"type": "auto"}), "disable_parallel_tool_use": True}
+    return out
+
+
+def _tool_input(arguments: Any) -> Any:
+    try:
+        value = orjson.loads(arguments or "{}")
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(
+            "a tool call's arguments must be a JSON object for an Anthropic model",
+            param="messages",
+        ) from exc
+    if not isinstance(value, dict):
+        raise InvalidRequest(
+            "a tool call's arguments must be a JSON object for an Anthropic model",
+            param="messages",
+        )
+    return value
+
+
+def _assistant(message: dict[str, Any]) -> dict[str, Any]:
+    calls = message.get("tool_calls") or []
+    if not calls:
+        return {"role": "assistant", "content": _blocks(message.get("content") or "")}
+    blocks: list[dict[str, Any]] = []
+    text = _text_of(message.get("content"))
+    if text:
+        blocks.append({"type": "text", "text": text})
+    for call in calls:
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(call.get("id"), str):
+            raise InvalidRequest("each tool call needs an id and a function", param="messages")
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": call["id"],
+                "name": function.get("name", ""),
+                "input": _tool_input(function.get("arguments")),
+            }
+        )
+    return {"role": "assistant", "content": blocks}
+
+
+def _tool_result(message: dict[str, Any], messages: list[dict[str, Any]]) -> None:
+    """A tool message as a tool_result block; results in a row share one user message, as
+    Anthropic wants them right after the assistant's tool_use."""
+    if not isinstance(message.get("tool_call_id"), str):
+        raise InvalidRequest("a tool message needs its 'tool_call_id'", param="messages")
+    block = {
+        "type": "tool_result",
+        "tool_use_id": message["tool_call_id"],
+        "content": _text_of(message.get("content")),
+    }
+    last = messages[-1] if messages else None
+    if (
+        last is not None
+        and last["role"] == "user"
+        and isinstance(last["content"], list)
+        and all(b.get("type") == "tool_result" for b in last["content"])
+    ):
+        last["content"].append(block)
+    else:
+        messages.append({"role": "user", "content": [block]})
+
+
 def to_messages_request(
     body: dict[str, Any], model: str, max_tokens: int | None = None
 ) -> dict[str, Any]:
     """An OpenAI chat request as an Anthropic Messages request."""
-    if body.get("tools") or body.get("functions"):
-        raise InvalidRequest(
-            "tool calls are not translated for Anthropic models yet", param="tools"
-        )
+    tools = _tools(body)
     system: list[str] = []
     messages: list[dict[str, Any]] = []
     for message in body["messages"]:
@@ -104,8 +214,12 @@ def to_messages_request(
         role = message.get("role")
         if role in ("system", "developer"):
             system.append(_text_of(message.get("content")))
-        elif role in ("user", "assistant"):
+        elif role == "user":
             messages.append({"role": role, "content": _blocks(message.get("content", ""))})
+        elif role == "assistant":
+            messages.append(_assistant(message))
+        elif role == "tool":
+            _tool_result(message, messages)
         else:
             raise InvalidRequest(
                 f"messages with role {role!r} cannot be sent to an Anthropic model",
@@ -129,6 +243,11 @@ def to_messages_request(
         out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
     if isinstance(body.get("user"), str):
         out["metadata"] = {"user_id": body["user"]}
+    if tools:
+        out["tools"] = tools
+    choice = _tool_choice(body)
+    if choice is not None:
+        out["tool_choice"] = choice
     return out
 
 
@@ -152,6 +271,22 @@ def to_chat_completion(doc: dict[str, Any]) -> dict[str, Any]:
     """An Anthropic Messages response as an OpenAI chat completion."""
     text = "".join(b.get("text", "") for b in doc.get("content", []) if b.get("type") == "text")
     usage = doc.get("usage") or {}
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    calls = [
+        {
+            "id": b.get("id", ""),
+            "type": "function",
+            "function": {
+                "name": b.get("name", ""),
+                "arguments": orjson.dumps(b.get("input") or {}).decode(),
+            },
+        }
+        for b in doc.get("content", [])
+        if b.get("type") == "tool_use"
+    ]
+    if calls:
+        message["tool_calls"] = calls
+        message["content"] = text or None
     return {
         "id": doc.get("id", ""),
         "object": "chat.completion",
@@ -160,7 +295,7 @@ def to_chat_completion(doc: dict[str, Any]) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": text},
+                "message": message,
                 "finish_reason": FINISH_REASONS.get(doc.get("stop_reason") or "", "stop"),
             }
         ],
@@ -180,6 +315,8 @@ class ChunkTranslator:
         self.created = int(time.time())
         self.input_tokens = 0
         self.output_tokens = 0
+        self.tools: dict[int, int] = {}
+        """Content block index → tool call index, for tool_use blocks."""
 
     def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
         doc = {
@@ -191,6 +328,10 @@ class ChunkTranslator:
             **extra,
         }
         return b"data: " + orjson.dumps(doc) + b"\n\n"
+
+    def _tool_chunk(self, call: dict[str, Any]) -> bytes:
+        choice = {"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}
+        return self._chunk([choice])
 
     def feed(self, event: bytes) -> list[bytes]:
         data = next(
@@ -218,8 +359,26 @@ class ChunkTranslator:
                     ]
                 )
             ]
+        if kind == "content_block_start":
+            block = doc.get("content_block") or {}
+            if block.get("type") != "tool_use":
+                return []
+            index = self.tools[int(doc.get("index") or 0)] = len(self.tools)
+            call = {
+                "index": index,
+                "id": block.get("id", ""),
+                "type": "function",
+                "function": {"name": block.get("name", ""), "arguments": ""},
+            }
+            return [self._tool_chunk(call)]
         if kind == "content_block_delta":
             delta = doc.get("delta") or {}
+            if delta.get("type") == "input_json_delta":
+                tool = self.tools.get(int(doc.get("index") or 0))
+                if tool is None:
+                    return []
+                arguments = {"arguments": delta.get("partial_json", "")}
+                return [self._tool_chunk({"index": tool, "function": arguments})]
             if delta.get("type") == "text_delta":
                 return [
                     self._chunk(
@@ -254,4 +413,4 @@ class ChunkTranslator:
         if kind == "error":
             message = (doc.get("error") or {}).get("message", "error")
             raise UpstreamFailed(f"Anthropic stream error: {message}")
-        return []  # ping, content_block_start, content_block_stop
+        return []  # ping, content_block_stop

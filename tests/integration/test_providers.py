@@ -6,14 +6,21 @@ on loopback, and check what the gateway sends them."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from openai.types.chat import (
+    ChatCompletionMessageFunctionToolCall,
+    ChatCompletionMessageParam,
+    ChatCompletionToolParam,
+)
 
 from llmrouter.gateway.app import create_app
 from llmrouter.gateway.credentials import EnvCredentials
@@ -81,13 +88,15 @@ class Providers:
                 body=(FIXTURES / "overloaded.json").read_bytes(),
                 content_type="application/json",
             )
+        tools = "tool_use_" if body.get("tools") else ""
         if not body.get("stream"):
             return web.Response(
-                body=(FIXTURES / "message.json").read_bytes(), content_type="application/json"
+                body=(FIXTURES / f"{tools}message.json").read_bytes(),
+                content_type="application/json",
             )
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
-        for event in (FIXTURES / "stream.sse").read_bytes().split(b"\n\n"):
+        for event in (FIXTURES / f"{tools}stream.sse").read_bytes().split(b"\n\n"):
             if event.strip():
                 await resp.write(event + b"\n\n")
                 await asyncio.sleep(0.01)
@@ -208,3 +217,49 @@ async def test_azure_deployment_api_version_and_key(
     assert headers["api-key"] == "azure-test-key"
     assert "Authorization" not in headers
     assert body["model"] == "gpt-4o-mini"
+
+
+async def test_anthropic_tool_calls_whole_and_streamed(
+    gateway: str, providers: tuple[Providers, str]
+) -> None:
+    tool: ChatCompletionToolParam = {
+        "type": "function",
+        "function": {"name": "get_weather", "parameters": {"type": "object"}},
+    }
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "weather?"}]
+    answer = await client(gateway).chat.completions.create(
+        model="claude", messages=messages, tools=[tool]
+    )
+    call = answer.choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert isinstance(call, ChatCompletionMessageFunctionToolCall)
+    assert call.function.name == "get_weather"
+    assert answer.choices[0].finish_reason == "tool_calls"
+    p, _ = providers
+    assert p.seen[-1][2]["tools"] == [{"name": "get_weather", "input_schema": {"type": "object"}}]
+    stream = await client(gateway).chat.completions.create(
+        model="claude", messages=messages, tools=[tool], stream=True
+    )
+    arguments = ""
+    async for chunk in stream:
+        for delta in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+            arguments += (delta.function.arguments or "") if delta.function else ""
+    assert json.loads(arguments) == {"location": "San Francisco, CA"}
+
+
+async def test_anthropic_sdk_through_the_gateway_to_an_anthropic_model(gateway: str) -> None:
+    c = anthropic.AsyncAnthropic(base_url=gateway, api_key=KEY, max_retries=0)
+    message = await c.messages.create(
+        model="claude", max_tokens=20, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert isinstance(message.content[0], anthropic.types.TextBlock)
+    assert message.content[0].text == "Hello! How can I help you today?"
+    assert (message.usage.input_tokens, message.usage.output_tokens) == (15, 9)
+    tool: anthropic.types.ToolParam = {"name": "get_weather", "input_schema": {"type": "object"}}
+    async with c.messages.stream(
+        model="claude", max_tokens=50, tools=[tool], messages=[{"role": "user", "content": "?"}]
+    ) as stream:
+        final = await stream.get_final_message()
+    use = final.content[-1]
+    assert isinstance(use, anthropic.types.ToolUseBlock)
+    assert use.input == {"location": "San Francisco, CA"}
+    assert final.stop_reason == "tool_use"
