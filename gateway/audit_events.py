@@ -15,6 +15,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +30,20 @@ from llmrouter.gateway.audit.pseudonym import Pseudonyms, read_key
 from llmrouter.gateway.audit.sinks import Copy, RotatingFile, Sink
 from llmrouter.gateway.audit.writer import AuditUnavailable, AuditWriter
 from llmrouter.gateway.auth import Identity
-from llmrouter.gateway.config import GatewayConfig
+from llmrouter.gateway.config import GatewayConfig, TenantPolicy
 from llmrouter.gateway.errors import GatewayError
 from llmrouter.gateway.guardrails.content import request_body
 from llmrouter.gateway.guardrails.detectors import BUILTIN
 from llmrouter.gateway.guardrails.engine import Rule, Scanner
-from llmrouter.gateway.keys import AUDIT, IDENTITY, METRICS, REQUEST_ID, SETTINGS, STORE
+from llmrouter.gateway.keys import (
+    AUDIT,
+    BUDGETS,
+    IDENTITY,
+    METRICS,
+    REQUEST_ID,
+    SETTINGS,
+    STORE,
+)
 from llmrouter.gateway.settings import GatewaySettings
 from llmrouter.gateway.usage import RequestRecord
 
@@ -110,6 +119,7 @@ def setup_audit(app: web.Application) -> None:
         return
     app[AUDIT] = writer = open_writer(settings)
     app.middlewares.append(admin_calls)
+    app[BUDGETS].on_event = functools.partial(_budget_event, writer)
     app.cleanup_ctx.append(_run_writer)
     metrics = app[METRICS]
     metrics.live_gauge(
@@ -211,11 +221,43 @@ def _redactor() -> Scanner:
     return Scanner(tuple(rules))
 
 
+def _budget_event(
+    writer: AuditWriter, tenant: TenantPolicy, month: str, level: str, spent: Decimal
+) -> None:
+    """A tenant's spend crossed its warning level or its budget (once per month and level,
+    across replicas): a budget decision, never dropped."""
+    budget = tenant.budget
+    writer.submit_reliable(
+        {
+            "type": f"budget.{level}",
+            "tenant": tenant.id,
+            "month": month,
+            "spent_usd": str(spent),
+            "budget_usd": str(budget.monthly_usd) if budget else None,
+            "blocking": bool(budget and budget.block),
+        }
+    )
+
+
 def refused(request: web.Request, exc: GatewayError) -> None:
-    """Queue the record of an authentication failure or a permission denial
-    (llmrouter.gateway.middleware.errors)."""
+    """Queue the record of an authentication failure, a permission denial or a request
+    refused for its tenant's budget (llmrouter.gateway.middleware.errors)."""
     writer = request.app.get(AUDIT)
-    if writer is None or exc.status not in (401, 403):
+    if writer is None:
+        return
+    if exc.code == "budget_exceeded":
+        identity = request.get(IDENTITY)
+        if identity is not None:
+            writer.submit(
+                {
+                    "type": "budget.refused",
+                    "request_id": request[REQUEST_ID],
+                    **_who(writer, identity),
+                    "path": request.path,
+                }
+            )
+        return
+    if exc.status not in (401, 403):
         return
     event: dict[str, Any] = {
         "request_id": request[REQUEST_ID],

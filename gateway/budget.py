@@ -4,6 +4,8 @@ across every worker and replica (the shared state says who reports)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from decimal import Decimal
 
 from llmrouter.gateway.config import TenantPolicy
 from llmrouter.gateway.metrics import GatewayMetrics
@@ -22,6 +24,9 @@ class BudgetMonitor:
         self._state = state
         self._reported: set[tuple[str, str, str]] = set()
         """Events this process has seen claimed (by itself or another): asked once."""
+        self.on_event: Callable[[TenantPolicy, str, str, Decimal], None] | None = None
+        """Told (tenant, month, level, spent) of each event this process reports: the
+        audit log's budget decisions."""
 
     async def observe(self, tenant: TenantPolicy, month: str, spend_nano: int) -> None:
         budget = tenant.budget
@@ -48,6 +53,8 @@ class BudgetMonitor:
         if not first:
             return
         self._metrics.budget_events.labels(tenant.id, level).inc()
+        if self.on_event is not None:
+            self.on_event(tenant, month, level, spent)
         action = "blocking requests" if budget.block else "alert only, not blocking"
         if level == "exceeded":
             logger.warning(

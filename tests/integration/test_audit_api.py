@@ -231,3 +231,61 @@ async def test_tenants_choose_what_records_keep_of_prompts(
     assert "prompt_hmac" not in plain and "prompt_redacted" not in plain
     text = log.read_text()
     assert "jane.doe" not in text and text.count("the merger") == 1
+
+
+BUDGET_RESOURCES = """
+apiVersion: llmrouter.io/v1alpha1
+kind: ModelDeployment
+metadata: {name: priced}
+spec:
+  llamacpp: {model: {url: "https://example.invalid/m.gguf"}}
+  pricing: {inputPerMillion: "1000", outputPerMillion: "2000"}
+---
+apiVersion: llmrouter.io/v1alpha1
+kind: Tenant
+metadata: {name: thrifty}
+spec:
+  models: [priced]
+  budget: {monthlyUSD: "0.03", warnAtPercent: 50}
+  apiKeys: [{name: dev, role: developer}]
+"""
+THRIFTY_KEY = "llmr_thrifty_dev_key_0000000000001"
+
+
+async def test_budget_decisions_are_recorded(tmp_path: Path, upstream: FakeUpstream) -> None:
+    (tmp_path / "res").mkdir()
+    (tmp_path / "res" / "all.yaml").write_text(BUDGET_RESOURCES)
+    (tmp_path / "keys.yaml").write_text(f"thrifty:\n  dev: {THRIFTY_KEY}\n")
+    private, _ = new_key_pem()
+    (tmp_path / "signing.key").write_bytes(private)
+    source = StandaloneSource(
+        [tmp_path / "res"], tmp_path / "keys.yaml", {"priced": [upstream.url]}
+    )
+    log = tmp_path / "audit.jsonl"
+    settings = GatewaySettings(
+        audit_file=str(log), audit_signing_key_file=str(tmp_path / "signing.key")
+    )
+    app = create_app(settings, ConfigStore(source.load()))
+    chat = {"model": "priced", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+    statuses = []
+    async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
+        for _ in range(4):
+            answer = await client.post(
+                "/v1/chat/completions", json=chat, headers={"x-api-key": THRIFTY_KEY}
+            )
+            statuses.append(answer.status_code)
+        writer = app[AUDIT]
+        for _ in range(200):
+            if not writer.queued and b"budget.refused" in log.read_bytes():
+                break
+            await asyncio.sleep(0.02)
+    assert statuses[0] == 200 and statuses[-1] == 429
+    records = [json.loads(line) for line in log.read_bytes().splitlines()]
+    warning = next(r for r in records if r["type"] == "budget.warning")
+    assert (warning["tenant"], warning["budget_usd"], warning["blocking"]) == (
+        "default/thrifty",
+        "0.03",
+        True,
+    )
+    refused = [r for r in records if r["type"] == "budget.refused"]
+    assert len(refused) == statuses.count(429) and refused[0]["tenant"] == "default/thrifty"
