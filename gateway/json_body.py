@@ -46,11 +46,7 @@ def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def depth(raw: bytes) -> int:
     """How deeply the arrays and objects of a valid JSON text nest."""
-    # In valid JSON a backslash only occurs in a string, as an escape: without the escaped
-    # backslashes and then the escaped quotes, every quote left opens or closes a string,
-    # and every other piece between quotes is outside them.
-    unescaped = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
-    outside = b"".join(unescaped.split(b'"')[0::2])
+    outside = _outside_strings(raw)
     steps = np.frombuffer(outside.translate(_STEPS, _NOT_BRACKETS), dtype=np.int8)
     return int(np.cumsum(steps, dtype=np.int64).max()) if len(steps) else 0
 
@@ -69,11 +65,37 @@ def parse_object(raw: bytes) -> dict[str, Any]:
             f"request body nests arrays and objects more than {MAX_DEPTH} levels deep",
             code="invalid_json",
         )
-    try:
-        json.loads(raw, object_pairs_hook=_unique)
-    except _DuplicateKey as exc:
-        raise InvalidRequest(
-            f"request body has the key {exc.key!r} twice in one object",
-            code="duplicate_key",
-        ) from None
+    if _pairs_in_text(raw) != _pairs_in_value(body):
+        # A key given twice was merged into one by the parser: find it to say which.
+        try:
+            json.loads(raw, object_pairs_hook=_unique)
+        except _DuplicateKey as exc:
+            raise InvalidRequest(
+                f"request body has the key {exc.key!r} twice in one object",
+                code="duplicate_key",
+            ) from None
     return body
+
+
+def _outside_strings(raw: bytes) -> bytes:
+    """The bytes of a valid JSON text that are not inside a string."""
+    # In valid JSON a backslash only occurs in a string, as an escape: without the escaped
+    # backslashes and then the escaped quotes, every quote left opens or closes a string.
+    unescaped = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    return b"".join(unescaped.split(b'"')[0::2])
+
+
+def _pairs_in_text(raw: bytes) -> int:
+    """Members of all objects as written: outside strings, a colon only follows a key."""
+    return _outside_strings(raw).count(b":")
+
+
+def _pairs_in_value(value: Any) -> int:
+    """Members of all objects as parsed (a key given twice counts once)."""
+    if isinstance(value, dict):
+        return len(value) + sum(
+            _pairs_in_value(v) for v in value.values() if isinstance(v, dict | list)
+        )
+    if isinstance(value, list):
+        return sum(_pairs_in_value(v) for v in value if isinstance(v, dict | list))
+    return 0
