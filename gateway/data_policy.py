@@ -7,7 +7,6 @@ record. A detector that fails makes the request fail (closed), never pass unchec
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections import Counter
 
@@ -100,7 +99,7 @@ def check_request(request: web.Request, req: ModelRequest) -> ModelRequest:
         record(request, findings, "input")
     if not any(action == "redact" for _, action in findings):
         return req
-    return dataclasses.replace(req, body=body, raw=orjson.dumps(body))
+    return req.with_body(body)
 
 
 def check_answer(request: web.Request, raw: bytes, doc: object) -> bytes:

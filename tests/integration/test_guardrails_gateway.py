@@ -248,3 +248,26 @@ async def test_openai_sdk_sees_redacted_answers(
         )
     assert refused.value.code == "content_filter"
     await client.close()
+
+
+async def test_messages_api_goes_through_the_same_policy(
+    gateway: tuple[str, web.Application], upstream: FakeUpstream
+) -> None:
+    url, _ = gateway
+    upstream.behaviour.content = ["reach me at ", "carol@example.org", " today"]
+    payload = {
+        "model": "local",
+        "max_tokens": 50,
+        "messages": [{"role": "user", "content": "my card is 4111 1111 1111 1111"}],
+    }
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            url + "/v1/messages", json=payload, headers={"Authorization": f"Bearer {KEYS['g']}"}
+        ) as resp,
+    ):
+        status, body = resp.status, await resp.read()
+    assert status == 200, body
+    assert "4111 1111" not in orjson.dumps(upstream.seen[-1].body).decode()
+    assert b"carol@example.org" not in body
+    assert b"[REDACTED:email]" in body
