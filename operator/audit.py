@@ -1,4 +1,5 @@
-"""The operator's audit log: API key creation, rotation, repair and revocation.
+"""The operator's audit log: API key creation, rotation, repair and revocation, and the
+decisions of Experiments (a verdict reached, traffic routed to a variant).
 
 Same format and tools as the gateway's (llmrouter.gateway.audit), its own chain. Each key
 event is on disk before the key Secret is written or deleted: when the log cannot be
@@ -119,3 +120,36 @@ def key_event(what: str, tenant: str, key_name: str, fingerprint: str | None = N
     except (AuditUnavailable, concurrent.futures.TimeoutError) as exc:
         message = f"audit log not written, key {what} deferred: {exc}"
         raise kopf.TemporaryError(message, delay=10) from None
+
+
+async def record(event: dict[str, Any]) -> None:
+    """Record an event before it takes effect, from Kopf's loop; raises
+    kopf.TemporaryError when the log cannot be written."""
+    writer = _running.writer
+    if writer is None:
+        return
+    try:
+        await writer.write(event)
+    except AuditUnavailable as exc:
+        raise kopf.TemporaryError(f"audit log not written: {exc}", delay=10) from None
+
+
+async def experiment_decision(
+    experiment: str, previous: Mapping[str, Any], new: Mapping[str, Any]
+) -> None:
+    """A verdict reached or a routing change of an Experiment, before its status says so."""
+    before = (previous.get("verdict") or {}).get("decision")
+    verdict = new.get("verdict") or {}
+    after = verdict.get("decision")
+    routed = new.get("routedTo")
+    if (after == before or after == "Running") and routed == previous.get("routedTo"):
+        return
+    await record(
+        {
+            "type": "experiment.decision",
+            "experiment": experiment,
+            "decision": after,
+            "reason": verdict.get("reason", ""),
+            "routed_to": routed,
+        }
+    )

@@ -18,7 +18,7 @@ import kopf
 from llmrouter.gateway.config import ExperimentPolicy, GatewayConfig
 from llmrouter.gateway.experiments.report import Report, report
 from llmrouter.gateway.state.redis import RedisStore
-from llmrouter.operator import kube, settings
+from llmrouter.operator import audit, kube, settings
 from llmrouter.operator.api.common import GROUP, VERSION
 from llmrouter.operator.controllers.compiler import request_compile
 from llmrouter.operator.controllers.conditions import condition, merged
@@ -58,6 +58,7 @@ async def analyse(
     created = datetime.datetime.fromisoformat(meta["creationTimestamp"].replace("Z", "+00:00"))
     found = await report(state, policy, (now - created).total_seconds())
     new = experiment_status(previous, found, body["spec"].get("policy") or {}, now)
+    await audit.experiment_decision(f"{meta['namespace']}/{meta['name']}", previous, new)
     patch.status.update(new)
     _announce(body, previous, new, logger)
     if new.get("routedTo") != previous.get("routedTo"):

@@ -93,3 +93,23 @@ def test_misconfiguration_is_told_in_words(env: dict[str, str]) -> None:
         audit.open_writer({"LLMROUTER_AUDIT_FILE": env["LLMROUTER_AUDIT_FILE"]})
     with pytest.raises(ValueError, match="LLMROUTER_AUDIT_SIGNING_KEY /nonexistent"):
         audit.open_writer({**env, "LLMROUTER_AUDIT_SIGNING_KEY": "/nonexistent"})
+
+
+def test_experiment_decisions_are_recorded_once(env: dict[str, str]) -> None:
+    running = {"verdict": {"decision": "Running"}}
+    rolled = {"verdict": {"decision": "Rollback", "reason": "latency worse"}, "routedTo": "a"}
+
+    async def run() -> None:
+        await audit.start_writer(env)
+        await audit.experiment_decision("ns/e", {}, running)  # nothing decided yet
+        await audit.experiment_decision("ns/e", running, rolled)
+        await audit.experiment_decision("ns/e", rolled, rolled)  # unchanged: no record
+        await audit.stop_writer()
+
+    asyncio.run(run())
+    records = [
+        json.loads(line) for line in Path(env["LLMROUTER_AUDIT_FILE"]).read_bytes().splitlines()
+    ]
+    assert [(r["type"], r["experiment"], r["decision"], r["routed_to"]) for r in records] == [
+        ("experiment.decision", "ns/e", "Rollback", "a")
+    ]
