@@ -216,6 +216,11 @@ async def test_block_mid_stream_ends_with_content_filter(
     assert events[-2]["choices"][0]["finish_reason"] == "content_filter"
     assert events[-1]["error"]["code"] == "content_filter"
     assert b"[DONE]" not in raw
+    status, whole = await _post(url)
+    assert status == 200 and b"AKIA" not in whole
+    choice = orjson.loads(whole)["choices"][0]
+    assert choice["finish_reason"] == "content_filter"
+    assert choice["message"]["content"] == ""
 
 
 async def test_openai_sdk_sees_redacted_answers(

@@ -263,3 +263,31 @@ def test_custom_pattern_runs_in_re2() -> None:
     assert result.text == "ticket [REDACTED:custom:acme] and ACME-12"
     expected: Counter[tuple[str, Action]] = Counter({("custom:acme", "redact"): 1})
     assert result.findings == expected
+
+
+def test_every_text_of_a_request_is_scanned() -> None:
+    from llmrouter.gateway.guardrails.content import request_body
+
+    findings: Counter[tuple[str, Action]] = Counter()
+    completion = request_body({"prompt": ["a@b.io", 7, "x"]}, SCANNER, findings)
+    assert completion["prompt"] == ["[REDACTED:email]", 7, "x"]
+    embedding = request_body({"input": "call 415-555-0199"}, SCANNER, findings)
+    assert embedding["input"] == "call [REDACTED:phone]"
+    chat = request_body(
+        {
+            "messages": [
+                {"role": "developer", "content": "key AKIAIOSFODNN7EXAMPLE"},
+                {
+                    "role": "assistant",
+                    "function_call": {"name": "f", "arguments": '{"to": "a@b.io"}'},
+                },
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]},
+            ]
+        },
+        SCANNER,
+        findings,
+    )
+    assert chat["messages"][0]["content"] == "key [REDACTED:aws_access_key]"
+    assert chat["messages"][1]["function_call"]["arguments"] == '{"to":"[REDACTED:email]"}'
+    assert chat["messages"][2]["content"][0]["image_url"] == {"url": "x"}
+    assert findings[("email", "redact")] == 2
