@@ -253,7 +253,7 @@ def refused(request: web.Request, exc: GatewayError) -> None:
                     "type": "budget.refused",
                     "request_id": request[REQUEST_ID],
                     **_who(writer, identity),
-                    "path": request.path,
+                    "path": _route(request),
                 }
             )
         return
@@ -262,7 +262,7 @@ def refused(request: web.Request, exc: GatewayError) -> None:
     event: dict[str, Any] = {
         "request_id": request[REQUEST_ID],
         "method": request.method,
-        "path": request.path,
+        "path": _route(request),
         "code": exc.code,
     }
     identity = request.get(IDENTITY)
@@ -276,6 +276,18 @@ def refused(request: web.Request, exc: GatewayError) -> None:
         if identity is not None:
             event |= _who(writer, identity)
     writer.submit(event)
+
+
+_ADMIN_PARAMETERS = frozenset(
+    {"from", "to", "groupBy", "tenant", "type", "user", "model", "request_id", "limit", "after"}
+)
+
+
+def _route(request: web.Request) -> str:
+    """The route's pattern (``/v1/models/{model}``), never the client's own path: a key
+    pasted into a URL must not reach the log."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "(no route)"
 
 
 @web.middleware
@@ -293,9 +305,10 @@ async def admin_calls(request: web.Request, handler: Handler) -> web.StreamRespo
                 "request_id": request[REQUEST_ID],
                 **_who(writer, identity),
                 "method": request.method,
-                "path": request.path,
-                # Names only: a value may name a person (the audit API's user filter).
-                "query": sorted(set(request.query)),
+                "path": _route(request),
+                # Names only (a value may name a person: the audit API's user filter), and
+                # only those the admin API knows: a client can put anything in a name.
+                "query": sorted({n if n in _ADMIN_PARAMETERS else "other" for n in request.query}),
                 "status": response.status,
             }
         )

@@ -289,3 +289,29 @@ async def test_budget_decisions_are_recorded(tmp_path: Path, upstream: FakeUpstr
     )
     refused = [r for r in records if r["type"] == "budget.refused"]
     assert len(refused) == statuses.count(429) and refused[0]["tenant"] == "default/thrifty"
+
+
+async def test_keys_pasted_into_paths_or_query_names_stay_out(
+    gateway: tuple[str, Any], tmp_path: Path
+) -> None:
+    url, app = gateway
+    pasted = KEYS["acme", "dev"]
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        for path in (f"/v1/models/{pasted}", f"/v1/{pasted}"):
+            refused = await client.get(path, headers={"x-api-key": "wrong"})
+            assert refused.status_code == 401
+        usage = await client.get(f"/admin/usage?{pasted}=1", headers=_auth("acme", "auditor"))
+        assert usage.status_code == 200
+        writer = app[AUDIT]
+        for _ in range(200):
+            if not writer.queued and writer.written >= 4:
+                break
+            await asyncio.sleep(0.02)
+    text = (tmp_path / "audit.jsonl").read_text()
+    records = [json.loads(line) for line in text.splitlines()]
+    assert [r["path"] for r in records if r["type"] == "auth.failure"] == [
+        "/v1/models/{model}",
+        "(no route)",
+    ]
+    assert [r["query"] for r in records if r["type"] == "admin.call"] == [["other"]]
+    assert pasted not in text
