@@ -53,6 +53,7 @@ from llmrouter.gateway.state.memory import MemoryStore
 from llmrouter.gateway.state.redis import RedisStore
 from llmrouter.gateway.state.resilient import ResilientStore
 from llmrouter.gateway.store import ConfigStore
+from llmrouter.gateway.tracing import setup_tracing
 from llmrouter.gateway.upstream import UpstreamClient
 
 logger = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ def create_app(
     )
     app[SETTINGS] = settings
     app[STORE] = store
+    setup_tracing(app, settings)
     app[METRICS] = GatewayMetrics()
     app[CREDENTIALS] = credentials or EnvCredentials()
     app[STATE] = state or open_state(settings)

@@ -66,6 +66,7 @@ from llmrouter.gateway.streaming import (
     upstream_events,
     write_quietly,
 )
+from llmrouter.gateway.tracing import note
 from llmrouter.gateway.usage import Usage, output_estimate
 
 logger = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ async def handle_model_request(
     ask = ask_for(req, chain)
     plan = await _admit(request, ask)
     outcome = Outcome(route=resolution.route, steps=list(resolution.steps), trial=trial)
+    note(request, req, outcome)
     try:
         # A measured request is never answered from the cache: it would skew its variant.
         measured = trial is not None and trial.measured

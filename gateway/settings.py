@@ -111,6 +111,13 @@ class GatewaySettings:
     audit_retention_days: int | None = None
     """Rotated audit files older than this are removed; None keeps them."""
 
+    otlp_endpoint: str | None = None
+    """OTLP/HTTP base URL (``http://collector:4318``) to send traces to; None: the standard
+    ``OTEL_EXPORTER_OTLP_*`` variables, and without them no tracing at all."""
+
+    trace_sample_ratio: float | None = None
+    """Share of traces kept (parent-based); None: ``OTEL_TRACES_SAMPLER``, else all."""
+
     jwks_min_refresh_s: float = 10.0
     """An OIDC token with an unknown key id refetches the issuer's keys at most this often."""
 

@@ -19,6 +19,7 @@ from llmrouter.gateway.errors import (
 )
 from llmrouter.gateway.openai_request import ModelRequest
 from llmrouter.gateway.providers import adapter_for
+from llmrouter.gateway.tracing import attempt_failed, upstream_attempt
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,23 @@ class UpstreamClient:
             "X-Request-Id": request_id,
             **adapter.headers(self._secret(route, upstream)),
         }
+        with upstream_attempt(route, upstream, req, headers, url) as span:
+            try:
+                return await self._send(route, upstream, req, url, body, headers, deadline_s)
+            except GatewayError as exc:
+                attempt_failed(span, exc.code)
+                raise
+
+    async def _send(
+        self,
+        route: ModelRoute,
+        upstream: Upstream,
+        req: ModelRequest,
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
+        deadline_s: float | None,
+    ) -> aiohttp.ClientResponse:
         t = route.timeouts
         total = t.total_s if deadline_s is None else max(0.001, min(t.total_s, deadline_s))
         timeout = aiohttp.ClientTimeout(

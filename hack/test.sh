@@ -17,6 +17,9 @@ echo "== Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager
 hack/build-kube.sh
 echo "== helm (renders the chart in tests)"
 hack/build-helm.sh
+echo "== Jaeger v2 (the OTLP receiver of the trace tests)"
+JAEGER=$(hack/build-jaeger.sh)
+export JAEGER
 echo "== nginx, wrk, vegeta (the benchmarks' smoke runs)"
 hack/bench-tools.sh --smoke
 echo "== ruff"

@@ -144,6 +144,18 @@ def _gateway_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024)
     parser.add_argument("--access-log", action="store_true", help="log one line per request")
     parser.add_argument(
+        "--otlp-endpoint",
+        metavar="URL",
+        help="send OpenTelemetry traces by OTLP/HTTP to this base URL (default: the "
+        "OTEL_EXPORTER_OTLP_ENDPOINT variable; neither: no tracing)",
+    )
+    parser.add_argument(
+        "--trace-sample-ratio",
+        type=float,
+        metavar="RATIO",
+        help="share of traces kept, 0 to 1 (default: OTEL_TRACES_SAMPLER, else all)",
+    )
+    parser.add_argument(
         "--cache-memory-bytes",
         type=_bytes,
         default=64 * 1024 * 1024,
@@ -375,6 +387,8 @@ def _settings(args: argparse.Namespace) -> GatewaySettings:
         cache_memory_bytes=args.cache_memory_bytes,
         max_body_bytes=args.max_body_bytes,
         access_log=args.access_log,
+        otlp_endpoint=args.otlp_endpoint,
+        trace_sample_ratio=args.trace_sample_ratio,
         state_url=args.state,
         redis_failure_policy=args.redis_failure_policy,
         usage_journal=args.usage_journal,
