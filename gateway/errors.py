@@ -51,6 +51,28 @@ def error_body(
     return {"error": {"message": message, "type": type_, "code": code, "param": param}}
 
 
+ANTHROPIC_PATHS = ("/v1/messages",)
+"""Where errors are in Anthropic's shape: its SDK reads them there."""
+
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+}
+
+
+def anthropic_error(exc: GatewayError) -> dict[str, Any]:
+    """An error as Anthropic's API writes it."""
+    kind = _ANTHROPIC_TYPES.get(
+        exc.status, "api_error" if exc.status >= 500 else "invalid_request_error"
+    )
+    return {"type": "error", "error": {"type": kind, "message": exc.message}}
+
+
 class InvalidRequest(GatewayError):
     status = 400
     type = "invalid_request_error"

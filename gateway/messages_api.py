@@ -17,7 +17,7 @@ from aiohttp import web
 
 from llmrouter.gateway import chat_events as ev
 from llmrouter.gateway.answer_shape import ANSWER_SHAPE
-from llmrouter.gateway.errors import GatewayError, InvalidRequest
+from llmrouter.gateway.errors import InvalidRequest
 from llmrouter.gateway.json_body import parse_object
 from llmrouter.gateway.openai_request import Operation
 from llmrouter.gateway.proxy import handle_model_request
@@ -30,15 +30,6 @@ STOP_REASONS = {
     "tool_calls": "tool_use",
     "function_call": "tool_use",
     "content_filter": "refusal",
-}
-_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    503: "overloaded_error",
 }
 _KNOWN = {
     "model",
@@ -56,13 +47,6 @@ _KNOWN = {
     "thinking",
     "service_tier",
 }
-
-
-def anthropic_error(exc: GatewayError) -> dict[str, Any]:
-    kind = _ERROR_TYPES.get(
-        exc.status, "api_error" if exc.status >= 500 else "invalid_request_error"
-    )
-    return {"type": "error", "error": {"type": kind, "message": exc.message}}
 
 
 def _new_id(prefix: str) -> str:
@@ -392,10 +376,7 @@ class MessagesEvents:
 
 
 async def create_message(request: web.Request) -> web.StreamResponse:
-    try:
-        chat, _ = to_chat(await request.read())
-        request[ANSWER_SHAPE] = MessagesShape(str(chat["model"]))
-        return await handle_model_request(request, Operation.CHAT, orjson.dumps(chat))
-    except GatewayError as exc:
-        exc.shape = anthropic_error
-        raise
+    # Errors on this path leave in Anthropic's shape (the error middleware, ANTHROPIC_PATHS).
+    chat, _ = to_chat(await request.read())
+    request[ANSWER_SHAPE] = MessagesShape(str(chat["model"]))
+    return await handle_model_request(request, Operation.CHAT, orjson.dumps(chat))

@@ -14,7 +14,13 @@ from aiohttp.typedefs import Handler
 
 from llmrouter.gateway.audit_events import refused
 from llmrouter.gateway.auth import authenticate_key, presented_credential
-from llmrouter.gateway.errors import GatewayError, Overloaded, error_body
+from llmrouter.gateway.errors import (
+    ANTHROPIC_PATHS,
+    GatewayError,
+    Overloaded,
+    anthropic_error,
+    error_body,
+)
 from llmrouter.gateway.keys import (
     CLIENT_REQUEST_ID,
     CONFIG,
@@ -65,6 +71,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except GatewayError as exc:
         refused(request, exc)
+        if exc.shape is None and request.path in ANTHROPIC_PATHS:
+            exc.shape = anthropic_error
         return json_error(exc.status, exc.body(), echo, exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -79,7 +87,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         elif exc.status == 404:
             message = f"no such endpoint: {request.method} {request.path}"
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        return json_error(exc.status, error_body(message, type_, code), echo, headers)
+        body = error_body(message, type_, code)
+        if request.path in ANTHROPIC_PATHS:
+            body = anthropic_error(GatewayError(message, status=exc.status))
+        return json_error(exc.status, body, echo, headers)
     except ConnectionResetError:
         # The client went away before its answer was written: an ordinary event, counted
         # (499) where the request is accounted. aiohttp drops this answer unsent.

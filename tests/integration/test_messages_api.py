@@ -145,3 +145,21 @@ async def test_errors_are_anthropic_shaped(gateway_url: str) -> None:
         assert resp.status == 400
         body = await resp.json()
     assert body["type"] == "error" and "messages.0.role" in body["error"]["message"]
+
+
+async def test_auth_and_http_errors_are_anthropic_shaped(gateway_url: str) -> None:
+    with pytest.raises(anthropic.AuthenticationError) as denied:
+        await client(gateway_url, "llmr_not_a_key").messages.create(
+            model="chat", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert denied.value.body == {
+        "type": "error",
+        "error": {"type": "authentication_error", "message": "invalid API key"},
+    }
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{gateway_url}/v1/messages", headers={"x-api-key": DEV_KEY}) as resp,
+    ):
+        assert resp.status == 405
+        body = await resp.json()
+    assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
