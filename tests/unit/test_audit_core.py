@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import math
 import random
 import struct
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from llmrouter.gateway.audit.chain import Chain, Signer, signature_ok
 from llmrouter.gateway.audit.jcs import NotCanonicalizable, canonical, number
 from llmrouter.gateway.audit.merkle import EMPTY_ROOT, MerkleTree, root_of
 from llmrouter.gateway.audit.pseudonym import Pseudonyms
-from llmrouter.gateway.audit.sinks import RotatingFile
+from llmrouter.gateway.audit.sinks import Copy, RotatingFile
 from llmrouter.gateway.audit.verify import verify
 from llmrouter.gateway.audit.writer import AuditUnavailable, AuditWriter
 
@@ -214,3 +216,38 @@ def test_the_fast_path_gives_the_general_paths_bytes() -> None:
         jcs._write(value, general)
         assert jcs._plain(value)
         assert canonical(value) == b"".join(general)
+
+
+def test_rotation_by_age_and_retention(tmp_path: Path) -> None:
+    now = [1_000_000.0]
+    path = tmp_path / "audit.jsonl"
+    sink = RotatingFile(path, max_age_s=60, retention_s=3600, clock=lambda: now[0])
+    sink.write([b'{"n":1}'], False)
+    now[0] += 61  # older than max_age: the next write goes to a new file
+    sink.write([b'{"n":2}'], False)
+    rotated = [p for p in sink.files() if p != path]
+    assert len(rotated) == 1 and rotated[0].read_bytes() == b'{"n":1}\n'
+    assert path.read_bytes() == b'{"n":2}\n'
+    # An hour later, rotated files (written minutes ago, by their time on disk) are gone.
+    now[0] = time.time() + 3601 + 61
+    sink.write([b'{"n":3}'], False)
+    assert sink.files() == [path] and path.read_bytes() == b'{"n":3}\n'
+    assert not rotated[0].exists()
+    sink.close()
+
+
+async def test_stdout_copy_gets_every_line(tmp_path: Path) -> None:
+    copy = io.BytesIO()
+    writer = AuditWriter(
+        RotatingFile(tmp_path / "audit.jsonl"),
+        Signer(Ed25519PrivateKey.generate()),
+        Pseudonyms.random(),
+        copies=[Copy(copy)],
+    )
+    await writer.start()
+    for n in range(3):
+        writer.submit({"type": "request", "n": n})
+    await writer.write({"type": "admin"})
+    await writer.close()
+    assert copy.getvalue() == (tmp_path / "audit.jsonl").read_bytes()
+    assert copy.getvalue().count(b"\n") == 4
