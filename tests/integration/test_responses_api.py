@@ -16,8 +16,13 @@ from openai.types.responses import (
     ResponseTextDeltaEvent,
 )
 
+from llmrouter.gateway.app import create_app
+from llmrouter.gateway.settings import GatewaySettings
+from llmrouter.gateway.store import ConfigStore
+from llmrouter.standalone import StandaloneSource
 from tests.support.config import DEV_KEY, OTHER_TENANT_KEY
 from tests.support.fake_upstream import FakeUpstream
+from tests.support.serve import serving
 
 
 # Retries: on a loaded machine the gateway's first health poll of the fake upstream can time
@@ -177,3 +182,23 @@ async def test_bad_input_is_an_openai_shaped_400(
         assert resp.status == 400
         error = (await resp.json())["error"]
     assert error["param"] == param and error["type"] == "invalid_request_error"
+
+
+async def test_previous_response_through_redis(
+    redis_url: str, source: StandaloneSource, upstream: FakeUpstream
+) -> None:
+    # Two gateways sharing Redis: a response made at one is continued at the other.
+    apps = [
+        create_app(GatewaySettings(state_url=redis_url), ConfigStore(source.load()))
+        for _ in range(2)
+    ]
+    async with serving(apps[0]) as first_url, serving(apps[1]) as second_url:
+        first = await client(first_url).responses.create(model="chat", input="remember me")
+        second = await client(second_url).responses.create(
+            model="chat", previous_response_id=first.id, input="and now?"
+        )
+        assert second.previous_response_id == first.id
+        assert upstream.seen[-1].body["messages"][0] == {"role": "user", "content": "remember me"}
+        # Reading it does not use it up.
+        fetched = await client(second_url).responses.retrieve(first.id)
+        assert fetched.id == first.id
