@@ -24,6 +24,7 @@ from llmrouter.gateway.store import ConfigStore
 from llmrouter.standalone import StandaloneSource
 from tests.support.config import ANALYST_KEY, DEV_KEY, OTHER_TENANT_KEY, PROVIDER_TOKEN
 from tests.support.fake_upstream import FakeUpstream
+from tests.support.processes import wait_until
 from tests.support.serve import ServeProcess, llmrouter, serving
 
 SECRET_PROMPT = "the launch code is swordfish-4412"
@@ -74,6 +75,10 @@ def test_serve_writes_an_audit_log_that_verifies(
             )
         usage = httpx.get(f"{proc.url}/admin/usage", headers={"x-api-key": DEV_KEY}, timeout=10)
         assert usage.status_code == 200
+        # A changed file is a new configuration in force: recorded with its fingerprint.
+        tenants = resources / "tenants.yaml"
+        tenants.write_text(tenants.read_text().replace("[chat, provider]", "[chat]"))
+        wait_until(lambda: log.read_bytes().count(b'"config.applied"') == 2, 15, "a reload")
     # Stopped with SIGTERM: the writer drained and signed a last checkpoint.
     checkpoints = tmp_path / "audit" / "audit-checkpoints.jsonl"
     verify = _run(
@@ -96,6 +101,8 @@ def test_serve_writes_an_audit_log_that_verifies(
         ("default/acme", dev, "local", 200, True),
     ]
     assert all(int(str(r["input_tokens"])) > 0 and r["cost_usd"] != "0" for r in requests)
+    first, second = (r["fingerprint"] for r in by_type["config.applied"])
+    assert first != second
     assert by_type["auth.failure"][0]["code"] == "invalid_api_key"
     denied = by_type["permission.denied"][0]
     assert denied["user"] == Pseudonyms(HMAC_KEY).of("key:reader")
