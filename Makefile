@@ -1,4 +1,4 @@
-.PHONY: run test bench crds
+.PHONY: run test bench crds image
 
 run:  ## build what is missing, start llama-server and the gateway on examples/
 	MODEL="$(MODEL)" SMOKE="$(SMOKE)" hack/quickstart.sh
@@ -14,3 +14,6 @@ bench:  ## llmrouter, an aiohttp floor and LiteLLM side by side on this machine 
 crds:  ## regenerate crds/ (and the chart's copy) from the pydantic models
 	.venv/bin/llmrouter crds --out crds
 	.venv/bin/llmrouter crds --out charts/llmrouter/crds
+
+image:  ## the OCI image, without a container engine (needs root); prints the folder of its layout
+	hack/system-deps.sh && hack/venv.sh >/dev/null && hack/build-image.sh

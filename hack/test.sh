@@ -20,6 +20,11 @@ hack/build-helm.sh
 echo "== Jaeger v2 (the OTLP receiver of the trace tests)"
 JAEGER=$(hack/build-jaeger.sh)
 export JAEGER
+echo "== the llmrouter image (needs root: mmdebstrap, chroot)"
+if [ "$(id -u)" = 0 ]; then
+  LLMROUTER_IMAGE=$(hack/build-image.sh)
+  export LLMROUTER_IMAGE
+fi
 echo "== nginx, wrk, vegeta (the benchmarks' smoke runs)"
 hack/bench-tools.sh --smoke
 echo "== ruff"
