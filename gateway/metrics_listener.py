@@ -27,8 +27,13 @@ def metrics_app(metrics: GatewayMetrics) -> web.Application:
             body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
 
+    async def slo_counts(_: web.Request) -> web.Response:
+        # This process's raw SLAPolicy counts, which the operator sums across gateway pods.
+        return web.json_response(metrics.slo.snapshot())
+
     app = web.Application()
     app.router.add_get("/metrics", exposition)
+    app.router.add_get("/slo-counts", slo_counts)
     return app
 
 

@@ -8,7 +8,7 @@ approximation: the counts start when the process starts, are this process's only
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -38,9 +38,36 @@ def _event(o: SLOObjective, rec: RequestRecord) -> tuple[bool, bool]:
     return True, seconds > o.threshold_s
 
 
+Snapshot = dict[str, dict[str, dict[str, list[int]]]]
+"""policy id → objective → bucket number (as text, for JSON) → [events, bad]."""
+
+
 class SLOCounts:
     def __init__(self) -> None:
         self._buckets: dict[tuple[str, str], dict[int, list[int]]] = {}
+
+    def snapshot(self) -> Snapshot:
+        """The raw counts, for the operator to sum across gateway pods."""
+        out: Snapshot = {}
+        for (policy_id, objective), counts in self._buckets.items():
+            out.setdefault(policy_id, {})[objective] = {
+                str(b): list(pair) for b, pair in counts.items()
+            }
+        return out
+
+    @classmethod
+    def merged(cls, snapshots: Iterable[Snapshot]) -> SLOCounts:
+        """The sum of several processes' counts."""
+        total = cls()
+        for snap in snapshots:
+            for policy_id, objectives in snap.items():
+                for objective, counts in objectives.items():
+                    mine = total._buckets.setdefault((policy_id, objective), {})
+                    for b, (events, bad) in counts.items():
+                        pair = mine.setdefault(int(b), [0, 0])
+                        pair[0] += int(events)
+                        pair[1] += int(bad)
+        return total
 
     def observe(self, slos: Mapping[str, SLOPolicy], rec: RequestRecord, now: float) -> None:
         bucket = int(now // BUCKET_S)

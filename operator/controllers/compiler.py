@@ -23,6 +23,7 @@ from llmrouter.operator import kube, settings
 from llmrouter.operator.api.common import API_VERSION, GROUP, VERSION
 from llmrouter.operator.api.experiment import Experiment
 from llmrouter.operator.api.modeldeployment import ModelDeployment
+from llmrouter.operator.api.slapolicy import SLAPolicy
 from llmrouter.operator.api.tenant import Tenant
 from llmrouter.operator.compile import Problem, Resources, compile_resources, incumbents
 from llmrouter.operator.controllers.conditions import condition, merged
@@ -100,11 +101,19 @@ def read_resources() -> Read:
         except ValidationError:
             continue
         read.objects[experiments[-1].ref] = item
+    # What the gateways count for SLAPolicies: a source of compliance without Prometheus.
+    slapolicies = []
+    for item in kube.list_if_served(API_VERSION, "SLAPolicy"):
+        try:
+            slapolicies.append(SLAPolicy.model_validate(item))
+        except ValidationError:
+            continue  # its RulesReady condition says why
     read.published = kube.get("v1", "Secret", ours.config_secret, ours.namespace)
     read.resources = Resources(
         tenants=tenants,
         models=models,
         experiments=experiments,
+        slapolicies=slapolicies,
         api_key_hashes=_key_hashes(tenants, read),
         retiring_key_hashes=read.retiring,
         incumbents=_published_names(read.published),

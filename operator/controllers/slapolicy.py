@@ -5,11 +5,13 @@ Without prometheus-operator's CRD the rule file goes into a ConfigMap instead, t
 says so in its RulesReady condition, and the handler retries until the CRD appears.
 
 Compliance is evaluated every minute from the Prometheus HTTP API when the operator has
-one (``LLMROUTER_PROMETHEUS_URL``, the chart's ``operator.prometheusURL``).
+one (``LLMROUTER_PROMETHEUS_URL``, the chart's ``operator.prometheusURL``), else from the
+gateway pods' own counts, summed (an approximation).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import os
 from typing import Any
@@ -18,12 +20,15 @@ import kopf
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 from pydantic import ValidationError
 
-from llmrouter.operator import kube
+from llmrouter.operator import kube, settings
 from llmrouter.operator.api.common import GROUP, VERSION
 from llmrouter.operator.api.slapolicy import SLAPolicy
 from llmrouter.operator.compliance import evaluate, policy_summary, state_changes
+from llmrouter.operator.controllers.compiler import request_compile
 from llmrouter.operator.controllers.conditions import condition, merged
+from llmrouter.operator.gateway_counts import GatewayCountsError, gateway_objectives
 from llmrouter.operator.prometheus import PrometheusError, objective_values
+from llmrouter.operator.render import GATEWAY_SELECTOR
 from llmrouter.operator.slo import (
     describe_errors,
     prometheus_rule_name,
@@ -32,6 +37,9 @@ from llmrouter.operator.slo import (
     rules_configmap_name,
     warnings,
 )
+
+GATEWAY_METRICS_PORT = 9090
+"""Where `llmrouter gateway` serves /metrics and /slo-counts by default."""
 
 
 def retry_without_crd_s() -> float:
@@ -45,6 +53,7 @@ def retry_without_crd_s() -> float:
 def reconcile(
     body: kopf.Body, meta: kopf.Meta, status: kopf.Status, patch: kopf.Patch, logger: Any, **_: Any
 ) -> None:
+    request_compile()  # the gateways count for the policies in their configuration
     generation = meta.get("generation")
     conditions = status.get("conditions")
     try:
@@ -102,6 +111,22 @@ def reconcile(
     logger.info("applied PrometheusRule %s", prometheus_rule_name(policy))
 
 
+def gateway_urls() -> list[str]:
+    """The metrics listeners of the running gateway pods."""
+    pods = kube.list_objects(
+        "v1",
+        "Pod",
+        namespace=settings.current().namespace,
+        label_selector=",".join(f"{k}={v}" for k, v in GATEWAY_SELECTOR.items()),
+    )
+    return [
+        f"http://{pod['status']['podIP']}:{GATEWAY_METRICS_PORT}"
+        for pod in pods
+        if (pod.get("status") or {}).get("phase") == "Running"
+        and (pod.get("status") or {}).get("podIP")
+    ]
+
+
 def prometheus_url() -> str | None:
     return os.environ.get("LLMROUTER_PROMETHEUS_URL") or None
 
@@ -117,6 +142,11 @@ def due(status: Any, generation: int | None, now: datetime.datetime) -> bool:
         return True
     then = datetime.datetime.fromisoformat(last.replace("Z", "+00:00"))
     return (now - then).total_seconds() >= evaluation_interval_s()
+
+
+@kopf.on.delete(GROUP, VERSION, "slapolicies", optional=True)
+def policy_deleted(**_: Any) -> None:
+    request_compile()
 
 
 # The timer only wakes often; due() decides, so the interval can be read when it runs.
@@ -137,35 +167,59 @@ async def evaluate_compliance(
     patch.status["evaluatedGeneration"] = generation
     conditions = status.get("conditions")
     url = prometheus_url()
-    if url is None:
-        patch.status["source"] = None
-        patch.status["conditions"] = merged(
-            conditions,
-            condition(
-                "ComplianceKnown",
-                False,
-                "NoPrometheus",
-                "the operator has no Prometheus to ask: set the chart value operator.prometheusURL",
-                generation,
-            ),
+    if url is not None:
+        try:
+            values = await objective_values(url, policy)
+        except PrometheusError as exc:
+            logger.warning("compliance not evaluated: %s", exc)
+            patch.status["conditions"] = merged(
+                conditions,
+                condition("ComplianceKnown", False, "PrometheusUnavailable", str(exc), generation),
+            )
+            return
+        objectives = evaluate(policy, values)
+        source = "prometheus"
+        known = condition("ComplianceKnown", True, "Evaluated", url, generation)
+    else:
+        gateways = await asyncio.to_thread(gateway_urls)
+        if not gateways:
+            patch.status["source"] = None
+            patch.status["conditions"] = merged(
+                conditions,
+                condition(
+                    "ComplianceKnown",
+                    False,
+                    "NoSource",
+                    "no Prometheus to ask (set the chart value operator.prometheusURL) and no "
+                    "running gateway pod to count",
+                    generation,
+                ),
+            )
+            return
+        try:
+            objectives, answered = await gateway_objectives(gateways, policy)
+        except GatewayCountsError as exc:
+            logger.warning("compliance not evaluated: %s", exc)
+            patch.status["conditions"] = merged(
+                conditions,
+                condition(
+                    "ComplianceKnown", False, "GatewayCountsUnavailable", str(exc), generation
+                ),
+            )
+            return
+        source = "gateways"
+        known = condition(
+            "ComplianceKnown",
+            True,
+            "GatewayCounts",
+            f"an approximation: the counts of {answered} of {len(gateways)} gateway pods since "
+            "each started; set operator.prometheusURL for Prometheus' figures",
+            generation,
         )
-        return
-    try:
-        values = await objective_values(url, policy)
-    except PrometheusError as exc:
-        logger.warning("compliance not evaluated: %s", exc)
-        patch.status["conditions"] = merged(
-            conditions,
-            condition("ComplianceKnown", False, "PrometheusUnavailable", str(exc), generation),
-        )
-        return
-    objectives = evaluate(policy, values)
     patch.status.update(policy_summary(objectives))
     patch.status["objectives"] = objectives
-    patch.status["source"] = "prometheus"
-    patch.status["conditions"] = merged(
-        conditions, condition("ComplianceKnown", True, "Evaluated", url, generation)
-    )
+    patch.status["source"] = source
+    patch.status["conditions"] = merged(conditions, known)
     for name, old, new in state_changes(status.get("objectives"), objectives):
         kind = "Warning" if new in ("warning", "breached") else "Normal"
         message = f"objective {name}: {old} -> {new}"

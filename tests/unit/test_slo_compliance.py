@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from aiohttp import web
 
+from llmrouter.gateway.metrics import GatewayMetrics
+from llmrouter.gateway.metrics_listener import metrics_app
+from llmrouter.gateway.usage import RequestRecord, Usage
 from llmrouter.operator.api.slapolicy import SLAPolicy
+from llmrouter.operator.compile_slos import compile_slos
 from llmrouter.operator.compliance import (
     evaluate,
     objective_status,
     policy_summary,
     state_changes,
 )
+from llmrouter.operator.gateway_counts import GatewayCountsError, gateway_objectives
 from llmrouter.operator.prometheus import PrometheusError, objective_values
 from llmrouter.operator.slo import objective_queries
 from tests.support.serve import serving
@@ -173,3 +179,36 @@ async def test_a_query_prometheus_refuses_is_an_error_naming_it() -> None:
             await objective_values(url, p)
     with pytest.raises(PrometheusError, match=r"127\.0\.0\.1:9"):
         await objective_values("http://127.0.0.1:9", p, timeout_s=2)
+
+
+async def test_status_from_the_gateways_own_counts_summed_across_pods() -> None:
+    p = policy()
+    [(policy_id, slo)] = compile_slos([p]).items()
+    now = 1_800_000_000.0
+    pods = [GatewayMetrics(), GatewayMetrics()]
+    # Pod one: 50 answers, 1 failed; pod two: 50 answers, 2 failed, 10 of them slow.
+    for i in range(50):
+        pods[0].slo.observe({policy_id: slo}, record(502 if i == 0 else 200, 0.1), now)
+        pods[1].slo.observe(
+            {policy_id: slo}, record(503 if i < 2 else 200, 3.0 if i < 10 else 0.1), now
+        )
+    pods[1].slo.observe({policy_id: slo}, record(429, 9.0), now)  # the tenant's own
+    async with serving(metrics_app(pods[0])) as one, serving(metrics_app(pods[1])) as two:
+        down = "http://127.0.0.1:9"
+        objectives, answered = await gateway_objectives([one, two, down], p, now=now)
+    assert answered == 2
+    availability, latency = objectives
+    assert (availability["totalEvents"], availability["goodEvents"]) == (100, 97)
+    assert availability["errorBudgetRemaining"] == -29.0  # 3 % against 0.1 %
+    assert availability["burnRates"] == {"1h": 30.0, "6h": 30.0, "1d": 30.0, "3d": 30.0}
+    assert availability["state"] == "breached"
+    assert (latency["totalEvents"], latency["goodEvents"]) == (100, 90)
+    assert latency["errorBudgetRemaining"] == -1.0  # 10 % slow against 5 %
+    with pytest.raises(GatewayCountsError, match="no gateway answered of 1"):
+        await gateway_objectives([down], p, now=now)
+
+
+def record(status: int, duration_s: float) -> RequestRecord:
+    return RequestRecord(
+        "r", "team/acme", "k", "llama", "chat", status, Usage(), Decimal(0), duration_s
+    )
