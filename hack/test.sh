@@ -20,6 +20,8 @@ hack/build-helm.sh
 echo "== Jaeger v2 (the OTLP receiver of the trace tests)"
 JAEGER=$(hack/build-jaeger.sh)
 export JAEGER
+echo "== kubectl (the e2e tests drive the user path with it)"
+hack/build-kubectl.sh
 echo "== the llmrouter image (needs root: mmdebstrap, chroot)"
 if [ "$(id -u)" = 0 ]; then
   LLMROUTER_IMAGE=$(hack/build-image.sh)

@@ -22,11 +22,21 @@ class Limits(SpecModel):
     """Admission limits; an absent field means no limit. Windows are calendar-aligned in
     UTC: the minute, the day, the month."""
 
-    requests_per_minute: PositiveLimit | None = None
-    requests_per_day: PositiveLimit | None = None
-    tokens_per_minute: PositiveLimit | None = None
-    tokens_per_month: PositiveLimit | None = None
-    max_concurrent: PositiveLimit | None = None
+    requests_per_minute: PositiveLimit | None = Field(
+        None, description="Requests admitted per UTC minute; past it, 429 with Retry-After."
+    )
+    requests_per_day: PositiveLimit | None = Field(
+        None, description="Requests admitted per UTC day; past it, 429 with Retry-After."
+    )
+    tokens_per_minute: PositiveLimit | None = Field(
+        None, description="Input and output tokens per UTC minute."
+    )
+    tokens_per_month: PositiveLimit | None = Field(
+        None, description="Input and output tokens per calendar month (UTC)."
+    )
+    max_concurrent: PositiveLimit | None = Field(
+        None, description="Requests in flight at once across all gateway replicas."
+    )
 
 
 class Budget(
