@@ -16,6 +16,7 @@ installed and an upstream call pays one context variable read.
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
 import os
 import time
@@ -29,6 +30,7 @@ from opentelemetry import trace
 from opentelemetry.propagators.textmap import DefaultGetter
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from yarl import URL
 
 from llmrouter.gateway.errors import GatewayError
 
@@ -75,10 +77,25 @@ def endpoint(settings: GatewaySettings) -> str | None:
 TRACER = web.AppKey("tracer", Tracer)
 
 
+def _never_sampled(settings: GatewaySettings) -> bool:
+    """Sampling at 0 keeps no trace: nothing is installed, so it costs nothing either."""
+    if settings.trace_sample_ratio is not None:
+        return settings.trace_sample_ratio <= 0
+    sampler = os.environ.get("OTEL_TRACES_SAMPLER", "").lower()
+    if sampler == "always_off":
+        return True
+    if sampler in ("traceidratio", "parentbased_traceidratio"):
+        try:
+            return float(os.environ.get("OTEL_TRACES_SAMPLER_ARG", "1")) <= 0
+        except ValueError:
+            return False
+    return False
+
+
 def setup_tracing(app: web.Application, settings: GatewaySettings) -> None:
     """Install the tracing middleware and exporter when an endpoint is configured."""
     where = endpoint(settings)
-    if where is None:
+    if where is None or _never_sampled(settings):
         return
     # Imported only when on: a gateway without tracing never loads the exporter.
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -120,6 +137,11 @@ async def traced(request: web.Request, handler: Handler) -> web.StreamResponse:
     with tracer.start_as_current_span(
         operation, context=parent, kind=SpanKind.SERVER, record_exception=False
     ) as span:
+        if not span.is_recording():  # not sampled: nothing to describe
+            try:
+                return await handler(request)
+            finally:
+                _TRACER.reset(token)
         span.set_attribute("gen_ai.operation.name", operation)
         span.set_attribute("http.request.method", "POST")
         span.set_attribute("http.route", request.path)
@@ -181,15 +203,13 @@ def _finish(span: trace.Span, request: web.Request, status: int, started: float)
 
 @contextmanager
 def upstream_attempt(
-    route: ModelRoute, upstream: Upstream, req: ModelRequest, headers: dict[str, str], url: str
+    route: ModelRoute, upstream: Upstream, req: ModelRequest, headers: dict[str, str]
 ) -> Iterator[trace.Span | None]:
     """A CLIENT span around one upstream call, its traceparent put in ``headers``."""
     tracer = _TRACER.get()
-    if tracer is None:
+    if tracer is None or not trace.get_current_span().is_recording():
         yield None
         return
-    from yarl import URL
-
     operation = "embeddings" if req.operation.label == "embeddings" else "chat"
     if req.operation.label == "completions":
         operation = "text_completion"
@@ -197,16 +217,25 @@ def upstream_attempt(
     with tracer.start_as_current_span(
         f"{operation} {model}", kind=SpanKind.CLIENT, record_exception=False
     ) as span:
-        parsed = URL(url)
-        span.set_attribute("gen_ai.operation.name", operation)
-        span.set_attribute("gen_ai.request.model", model)
-        span.set_attribute("gen_ai.provider.name", _PROVIDERS.get(upstream.protocol, "openai"))
-        span.set_attribute("server.address", parsed.host or "")
-        if parsed.port is not None:
-            span.set_attribute("server.port", parsed.port)
-        span.set_attribute("llmrouter.model", route.name)
+        host, port = _address(upstream.base_url)
+        span.set_attributes(
+            {
+                "gen_ai.operation.name": operation,
+                "gen_ai.request.model": model,
+                "gen_ai.provider.name": _PROVIDERS.get(upstream.protocol, "openai"),
+                "server.address": host,
+                "server.port": port,
+                "llmrouter.model": route.name,
+            }
+        )
         _PROPAGATOR.inject(headers)
         yield span
+
+
+@functools.lru_cache(maxsize=1024)
+def _address(base_url: str) -> tuple[str, int]:
+    parsed = URL(base_url)
+    return parsed.host or "", parsed.port or 0
 
 
 def attempt_failed(span: trace.Span | None, error_type: str) -> None:

@@ -50,7 +50,7 @@ class UpstreamClient:
             "X-Request-Id": request_id,
             **adapter.headers(self._secret(route, upstream)),
         }
-        with upstream_attempt(route, upstream, req, headers, url) as span:
+        with upstream_attempt(route, upstream, req, headers) as span:
             try:
                 return await self._send(route, upstream, req, url, body, headers, deadline_s)
             except GatewayError as exc:

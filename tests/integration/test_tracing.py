@@ -13,6 +13,7 @@ import pytest
 from llmrouter.gateway.app import create_app
 from llmrouter.gateway.settings import GatewaySettings
 from llmrouter.gateway.store import ConfigStore
+from llmrouter.gateway.tracing import TRACER, traced
 from llmrouter.standalone import StandaloneSource
 from tests.support.config import DEV_KEY
 from tests.support.fake_upstream import FakeUpstream
@@ -109,3 +110,13 @@ async def test_no_tracing_without_an_endpoint(upstream: FakeUpstream, gateway_ur
         extra_headers={"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01"},
     )
     assert "traceparent" not in upstream.seen[-1].headers
+
+
+def test_sampling_at_zero_installs_nothing(source: StandaloneSource) -> None:
+    settings = GatewaySettings(otlp_endpoint="http://127.0.0.1:1", trace_sample_ratio=0.0)
+    app = create_app(settings, ConfigStore(source.load()))
+    assert TRACER not in app and traced not in app.middlewares
+    app = create_app(
+        GatewaySettings(otlp_endpoint="http://127.0.0.1:1"), ConfigStore(source.load())
+    )
+    assert TRACER in app and traced in app.middlewares
