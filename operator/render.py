@@ -283,6 +283,23 @@ def render_gateway_config_secret(
 
 
 GATEWAY_PORT = 8000
+# `llmrouter gateway` serves /metrics here by default (its --metrics-port).
+GATEWAY_METRICS_PORT = 9090
+# The llmrouter image's user (hack/oci_image.py), and what the chart's own pods get: the
+# gateway needs no root, no capability and no writable root file system (only /tmp).
+GATEWAY_POD_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": 65532,
+    "runAsGroup": 65532,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+GATEWAY_CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "privileged": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 GATEWAY_SELECTOR = {"app.kubernetes.io/component": "gateway", "app.kubernetes.io/name": "llmrouter"}
 
 
@@ -325,12 +342,19 @@ def render_gateway_deployment(settings: OperatorSettings) -> dict[str, Any]:
                     "serviceAccountName": settings.gateway_service_account,
                     # A pod being replaced drains (--drain-timeout): no SIGKILL before that.
                     "terminationGracePeriodSeconds": int(GatewaySettings.drain_timeout_s) + 5,
+                    "securityContext": GATEWAY_POD_SECURITY,
+                    "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
                     "containers": [
                         {
                             "name": "gateway",
                             "image": settings.gateway_image,
                             "args": args,
-                            "ports": [{"name": "http", "containerPort": GATEWAY_PORT}],
+                            "ports": [
+                                {"name": "http", "containerPort": GATEWAY_PORT},
+                                {"name": "metrics", "containerPort": GATEWAY_METRICS_PORT},
+                            ],
+                            "securityContext": GATEWAY_CONTAINER_SECURITY,
+                            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
                             "readinessProbe": probe,
                             "livenessProbe": {
                                 "httpGet": {"path": "/healthz", "port": "http"},

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from llmrouter.operator.render import GATEWAY_SELECTOR
 from tests.e2e.kube_fixtures import helm_template
@@ -122,3 +123,68 @@ def test_disruption_budgets() -> None:
     assert _budgets("podDisruptionBudget.enabled=false", "operator.replicas=3") == {}
     percent = _budgets("podDisruptionBudget.gateway.minAvailable=50%")["llmrouter-gateway"]
     assert percent["spec"]["minAvailable"] == "50%"
+
+
+def test_gateway_pods_the_operator_runs_are_locked_down_as_the_charts() -> None:
+    from llmrouter.operator.render import render_gateway_deployment
+    from llmrouter.operator.settings import OperatorSettings
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    pod = render_gateway_deployment(OperatorSettings())["spec"]["template"]["spec"]
+    assert pod["securityContext"].items() <= values["podSecurityContext"].items()
+    (container,) = pod["containers"]
+    assert container["securityContext"] == values["securityContext"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert "emptyDir" in {v["name"]: v for v in pod["volumes"]}[mounts["/tmp"]]
+    # What the chart's ServiceMonitor and PodMonitor scrape.
+    assert {"name": "metrics", "containerPort": 9090} in container["ports"]
+
+
+MONITORING_APIS = (
+    "--api-versions=monitoring.coreos.com/v1/ServiceMonitor",
+    "--api-versions=monitoring.coreos.com/v1/PodMonitor",
+)
+
+
+def _render(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [_helm(), "template", "llmrouter", str(CHART), "--namespace", "ns", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_monitors_are_off_by_default_and_aimed_at_the_gateway_pods() -> None:
+    # tests/e2e/test_kubectl.py has the API server check them against the real CRDs.
+    kinds = {d["kind"] for d in helm_template("ns")}
+    assert not kinds & {"ServiceMonitor", "PodMonitor"}
+    out = _render(
+        *MONITORING_APIS,
+        "--set=monitoring.serviceMonitor.enabled=true",
+        "--set=monitoring.podMonitor.enabled=true",
+        "--set=monitoring.serviceMonitor.labels.release=kube-prometheus-stack",
+    )
+    assert out.returncode == 0, out.stderr
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(out.stdout) if d}
+    service_monitor = docs["ServiceMonitor", "llmrouter-gateway"]
+    pod_monitor = docs["PodMonitor", "llmrouter-gateway"]
+    assert service_monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    # The ServiceMonitor finds the metrics Service, which finds the gateway pods' port.
+    service = docs["Service", "llmrouter-gateway-metrics"]
+    assert (
+        service_monitor["spec"]["selector"]["matchLabels"].items()
+        <= service["metadata"]["labels"].items()
+    )
+    assert service["spec"]["selector"] == GATEWAY_SELECTOR
+    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+    assert service_monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert pod_monitor["spec"]["selector"]["matchLabels"] == GATEWAY_SELECTOR
+    assert pod_monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+
+
+@pytest.mark.parametrize("kind", ["serviceMonitor", "podMonitor"])
+def test_a_monitor_without_its_crd_is_refused(kind: str) -> None:
+    out = _render(f"--set=monitoring.{kind}.enabled=true")
+    assert out.returncode != 0
+    assert f"monitoring.{kind}.enabled: the cluster has no" in out.stderr, out.stderr

@@ -42,9 +42,12 @@ def kubectl(control_plane: ControlPlane) -> Iterator[Any]:
         [str(REPO / "hack/build-kubectl.sh")], check=True, capture_output=True, text=True
     ).stdout.strip()
 
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, check: bool = True, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         out = subprocess.run(
             [binary, "--kubeconfig", str(control_plane.kubeconfig), *args],
+            input=stdin,
             capture_output=True,
             text=True,
             timeout=120,
@@ -209,3 +212,67 @@ def test_server_side_apply_twice_then_diff_shows_nothing(applied: Any) -> None:
             for entry in item["metadata"]["managedFields"]:
                 if "f:spec" in entry.get("fieldsV1", {}):
                     assert entry["manager"] in USER_MANAGERS, (kind, entry["manager"])
+
+
+PROMETHEUS_OPERATOR = "github.com/prometheus-operator/prometheus-operator"
+
+
+def _monitoring_crds() -> list[Path]:
+    """prometheus-operator's ServiceMonitor and PodMonitor CRDs, from its Go module (the
+    release hack/prometheusrule-crd.sh fetches)."""
+    script = REPO / "hack/prometheusrule-crd.sh"
+    path = Path(subprocess.run([str(script)], check=True, capture_output=True, text=True).stdout)
+    root = Path(os.environ.get("LLMROUTER_CACHE", Path.home() / ".cache/llmrouter"))
+    env = {**os.environ, "GOMODCACHE": str(root / "go/mod"), "GOFLAGS": "-mod=mod"}
+    version = path.parent.name
+    module = json.loads(
+        subprocess.run(
+            ["go", "mod", "download", "-json", f"{PROMETHEUS_OPERATOR}@{version}"],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=env,
+        ).stdout
+    )
+    crds = Path(module["Dir"]) / "example/prometheus-operator-crd"
+    return [crds / f"monitoring.coreos.com_{p}.yaml" for p in ("servicemonitors", "podmonitors")]
+
+
+def test_chart_with_every_option_passes_a_server_dry_run(kubectl: Any, operator: None) -> None:
+    """`helm template | kubectl apply --dry-run=server`, monitors on, against the real CRDs
+    (the chart's own and ClusterKopfPeering's, installed with the operator)."""
+    for crd in _monitoring_crds():
+        kubectl("apply", "--server-side", "-f", str(crd))
+    for name in ("servicemonitors", "podmonitors"):
+        kubectl("wait", "--for=condition=Established", f"crd/{name}.monitoring.coreos.com")
+    helm = subprocess.run(
+        [str(REPO / "hack/build-helm.sh")], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    rendered = subprocess.run(
+        [
+            *(helm, "template", "llmrouter", str(REPO / "charts/llmrouter"), "-n", NS),
+            "--api-versions=monitoring.coreos.com/v1/ServiceMonitor",
+            "--api-versions=monitoring.coreos.com/v1/PodMonitor",
+            "--set=monitoring.serviceMonitor.enabled=true",
+            "--set=monitoring.podMonitor.enabled=true",
+            "--set=operator.replicas=2",
+            "--set=dashboards.enabled=true",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    kinds = {d["kind"] for d in yaml.safe_load_all(rendered) if d}
+    assert {"ServiceMonitor", "PodMonitor", "PodDisruptionBudget", "Deployment"} <= kinds
+    out = kubectl(
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "--field-manager=helm",
+        "-f",
+        "-",
+        stdin=rendered,
+    ).stdout
+    assert "servicemonitor.monitoring.coreos.com/llmrouter-gateway serverside-applied" in out
+    assert "podmonitor.monitoring.coreos.com/llmrouter-gateway serverside-applied" in out
+    assert out.count("(server dry run)") == sum(1 for d in yaml.safe_load_all(rendered) if d)
