@@ -10,7 +10,7 @@ from llmrouter.gateway.keys import CONFIG, IDENTITY, LOAD, STORE
 from llmrouter.gateway.messages_api import create_message
 from llmrouter.gateway.openai_request import Operation
 from llmrouter.gateway.proxy import handle_model_request
-from llmrouter.gateway.responses import create_response, get_response
+from llmrouter.gateway.responses import create_response, delete_response, get_response
 from llmrouter.gateway.roles import MODELS_READ
 
 routes = web.RouteTableDef()
@@ -39,6 +39,11 @@ async def responses(request: web.Request) -> web.StreamResponse:
 @routes.get("/v1/responses/{response_id}")
 async def response_by_id(request: web.Request) -> web.Response:
     return await get_response(request)
+
+
+@routes.delete("/v1/responses/{response_id}")
+async def delete_response_by_id(request: web.Request) -> web.Response:
+    return await delete_response(request)
 
 
 @routes.post("/v1/messages")

@@ -128,6 +128,15 @@ SCHEMAS: dict[str, Schema] = {
             "temperature": {"type": "number"},
         },
     },
+    "ResponseDeleted": {
+        "type": "object",
+        "required": ["id", "object", "deleted"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "response"},
+            "deleted": {"const": True},
+        },
+    },
     "Response": {
         "type": "object",
         "required": ["id", "object"],
@@ -476,7 +485,19 @@ PATHS: dict[str, dict[str, Any]] = {
                 }
             ],
             "responses": {**_ok("Response"), **_errors((*_API_ERRORS, 404))},
-        }
+        },
+        "delete": {
+            "summary": "Forget a response stored by this tenant",
+            "parameters": [
+                {
+                    "name": "response_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string"},
+                }
+            ],
+            "responses": {**_ok("ResponseDeleted"), **_errors((*_API_ERRORS, 404))},
+        },
     },
     "/v1/messages": {
         "post": {

@@ -657,3 +657,21 @@ async def get_response(request: web.Request) -> web.Response:
     if record is None:
         raise ModelNotFound(f"response {response_id!r} not found", code="not_found")
     return web.json_response(record["response"], dumps=lambda d: orjson.dumps(d).decode())
+
+
+async def delete_response(request: web.Request) -> web.Response:
+    request[IDENTITY].require(MODELS_INVOKE)
+    response_id = request.match_info["response_id"]
+    record = await _recall(request, response_id)
+    if record is None:
+        raise ModelNotFound(f"response {response_id!r} not found", code="not_found")
+    tenant = request[IDENTITY].tenant.id
+    try:
+        await request.app[STATE].take(_stored_name(tenant, response_id))
+    except StateUnavailable as exc:
+        raise NotReady(
+            "stored responses cannot be deleted now: shared state unavailable",
+            code="state_unavailable",
+            headers={"Retry-After": "1"},
+        ) from exc
+    return web.json_response({"id": response_id, "object": "response", "deleted": True})

@@ -149,6 +149,17 @@ async def test_another_tenant_cannot_read_or_continue_a_stored_response(
     assert all("secret plans" not in json.dumps(s.body) for s in upstream.seen[1:])
 
 
+async def test_delete_removes_a_stored_response_of_the_tenant_only(gateway_url: str) -> None:
+    c = client(gateway_url)
+    response = await c.responses.create(model="chat", input="hi")
+    with pytest.raises(openai.NotFoundError):
+        await client(gateway_url, OTHER_TENANT_KEY).responses.delete(response.id)
+    assert (await c.responses.retrieve(response.id)).id == response.id
+    await c.responses.delete(response.id)
+    with pytest.raises(openai.NotFoundError):
+        await c.responses.retrieve(response.id)
+
+
 async def test_store_false_keeps_nothing(gateway_url: str) -> None:
     c = client(gateway_url)
     response = await c.responses.create(model="chat", input="hi", store=False)
