@@ -21,6 +21,7 @@ from openai.types.chat import (
     ChatCompletionMessageParam,
     ChatCompletionToolParam,
 )
+from openai.types.responses import FunctionToolParam, ResponseFunctionToolCall
 
 from llmrouter.gateway.app import create_app
 from llmrouter.gateway.credentials import EnvCredentials
@@ -263,3 +264,18 @@ async def test_anthropic_sdk_through_the_gateway_to_an_anthropic_model(gateway: 
     assert isinstance(use, anthropic.types.ToolUseBlock)
     assert use.input == {"location": "San Francisco, CA"}
     assert final.stop_reason == "tool_use"
+
+
+async def test_responses_api_on_an_anthropic_model(gateway: str) -> None:
+    tool: FunctionToolParam = {
+        "type": "function",
+        "name": "get_weather",
+        "parameters": {"type": "object"},
+        "strict": False,
+    }
+    response = await client(gateway).responses.create(model="claude", input="?", tools=[tool])
+    assert response.output_text == "I'll check the weather in San Francisco."
+    call = response.output[-1]
+    assert isinstance(call, ResponseFunctionToolCall)
+    assert json.loads(call.arguments) == {"location": "San Francisco, CA", "unit": "celsius"}
+    assert response.usage is not None and response.usage.input_tokens == 472
