@@ -36,6 +36,7 @@ LEASE_MARGIN_S = 5.0
 """How long a slot or reservation outlives the longest its request may run (the model's
 ``total`` timeout, which bounds streams too): time for the accounting after the answer."""
 
+
 @dataclass(frozen=True, slots=True)
 class Ask:
     """The most one request may use, reserved at admission until it settles."""
