@@ -19,8 +19,11 @@ root=${LLMROUTER_CACHE:-$HOME/.cache/llmrouter}
 inputs=(pyproject.toml README.md hack/build-image.sh hack/oci_image.py hack/image)
 mapfile -t files < <(find "${inputs[@]}" llmrouter operator gateway -type f \
   ! -path '*/__pycache__/*' ! -name '*.pyc' | LC_ALL=C sort)
+# Every file's mtime and the image's creation time: the last commit that changed an input.
+SOURCE_DATE_EPOCH=$(git log -1 --format=%ct -- "${inputs[@]}" llmrouter operator gateway 2>/dev/null || true)
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-0}
 key=$({
-  echo "suite=$SUITE"
+  echo "suite=$SUITE epoch=$SOURCE_DATE_EPOCH"
   for f in "${files[@]}"; do printf '%s %s\n' "$(sha256sum <"$f" | cut -c1-64)" "$f"; done
 } | sha256sum | cut -c1-16)
 out=$root/image/$key
@@ -42,9 +45,6 @@ timed() { # timed NAME COMMAND...: runs it, logs how long it took
   "${@:2}" >&2
   echo "$1: $((SECONDS - start)) s" >&2
 }
-# Every file's mtime and the image's creation time: the last commit that changed an input.
-SOURCE_DATE_EPOCH=$(git log -1 --format=%ct -- "${inputs[@]}" llmrouter operator gateway 2>/dev/null || true)
-export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-0}
 
 # The wheel is built from a copy of the inputs, so nothing else in the tree counts.
 mkdir "$work/src"
