@@ -23,6 +23,11 @@ from llmrouter.operator.settings import OperatorSettings
 
 MODEL_DIR = "/models"
 DOWNLOADER_IMAGE = "curlimages/curl:8.11.1"
+VERIFIED_FETCH = (
+    'path="$1" sum="$2"; shift 2; curl "$@" '
+    '&& echo "$sum  $path" | sha256sum -c - || { rm -f "$path"; exit 1; }'
+)
+"""DOWNLOADER_IMAGE's shell: ``curl ARGS`` then the file checked against the digest."""
 MANAGED_BY = {"app.kubernetes.io/managed-by": "llmrouter"}
 API_KEY_LABEL = "llmrouter.io/api-key"
 TENANT_LABEL = "llmrouter.io/tenant"
@@ -87,21 +92,32 @@ def render_deployment(md: ModelDeployment) -> dict[str, Any]:
     else:
         volumes = [{"name": "models", "emptyDir": {}}]
         model_path = f"{MODEL_DIR}/model.gguf"
+        fetch = [
+            "--fail",
+            "--location",
+            "--silent",
+            "--show-error",
+            "--retry",
+            "5",
+            "--output",
+            model_path,
+            str(spec.model.url),
+        ]
         init_containers = [
             {
                 "name": "fetch-model",
                 "image": DOWNLOADER_IMAGE,
-                "args": [
-                    "--fail",
-                    "--location",
-                    "--silent",
-                    "--show-error",
-                    "--retry",
-                    "5",
-                    "--output",
-                    model_path,
-                    str(spec.model.url),
-                ],
+                **(
+                    {"args": fetch}
+                    if spec.model.sha256 is None
+                    else {
+                        # A file that is not the one named never reaches llama-server: the
+                        # init container fails and the kubelet fetches again. Path, URL and
+                        # digest go in as arguments, never into the script's text.
+                        "command": ["sh", "-c", VERIFIED_FETCH, "fetch-model"],
+                        "args": [model_path, spec.model.sha256.lower(), *fetch],
+                    }
+                ),
                 "volumeMounts": [{"name": "models", "mountPath": MODEL_DIR}],
             }
         ]
@@ -240,6 +256,8 @@ def render_api_key_secret(
 
 
 PROVIDER_CREDENTIAL_LABEL = "llmrouter.io/provider-credential"
+"""``"true"`` on a Secret: its owner lets ModelDeployments of its namespace send it to their
+provider. The operator copies, and the gateway sends, no other Secret. Also on the copies."""
 SOURCE_NAMESPACE = "llmrouter.io/source-namespace"
 SOURCE_NAME = "llmrouter.io/source-name"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
@@ -18,6 +19,16 @@ from llmrouter.operator.api.common import (
 from llmrouter.operator.api.status import CommonStatus
 
 URL_PATTERN = r"^https?://[^\s/$.?#][^\s]*$"
+LOOPBACK_HTTP = r"^http://(localhost|127\.[0-9.]+|\[::1\])(:[0-9]+)?(/.*)?$"
+"""Plain http that never leaves the machine (in a cluster: the gateway's own pod)."""
+SHA256 = r"^[0-9a-fA-F]{64}$"
+_PLAIN_HTTP_MODEL = (
+    "a model url over plain http needs sha256: anyone on the way could replace the file"
+)
+_PLAIN_HTTP_KEY = (
+    "apiKeySecretRef needs an https baseURL: over plain http the key travels readable "
+    "(only localhost may use http)"
+)
 
 
 class PVCSource(SpecModel):
@@ -33,7 +44,12 @@ class ModelSource(
                 {
                     "rule": "has(self.url) != has(self.pvc)",
                     "message": "model needs exactly one of url or pvc",
-                }
+                },
+                {
+                    "rule": "!has(self.url) || !self.url.startsWith('http://') || has(self.sha256)",
+                    "message": _PLAIN_HTTP_MODEL,
+                },
+                {"rule": "!has(self.sha256) || has(self.url)", "message": "sha256 needs url"},
             ],
         }
     ),
@@ -41,12 +57,19 @@ class ModelSource(
     """Where llama-server finds its GGUF file: downloaded from a URL, or on a PVC."""
 
     url: Annotated[str | None, Field(pattern=URL_PATTERN)] = None
+    sha256: Annotated[str | None, Field(pattern=SHA256)] = Field(
+        None, description="Hex SHA-256 of the file at url: the pod refuses any other file."
+    )
     pvc: PVCSource | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ModelSource:
         if (self.url is None) == (self.pvc is None):
             raise ValueError("model needs exactly one of url or pvc")
+        if self.url is not None and self.url.startswith("http://") and self.sha256 is None:
+            raise ValueError(_PLAIN_HTTP_MODEL)
+        if self.sha256 is not None and self.url is None:
+            raise ValueError("sha256 needs url")
         return self
 
 
@@ -86,7 +109,12 @@ class ExternalSpec(
                 {
                     "rule": "self.provider != 'azure-openai' || has(self.apiVersion)",
                     "message": "provider azure-openai needs apiVersion",
-                }
+                },
+                {
+                    "rule": "!has(self.apiKeySecretRef) || self.baseURL.startsWith('https://') "
+                    f"|| self.baseURL.matches(r'{LOOPBACK_HTTP}')",
+                    "message": _PLAIN_HTTP_KEY,
+                },
             ],
         }
     ),
@@ -108,6 +136,12 @@ class ExternalSpec(
     def _azure_needs_api_version(self) -> ExternalSpec:
         if self.provider == "azure-openai" and self.api_version is None:
             raise ValueError("provider azure-openai needs apiVersion")
+        if (
+            self.api_key_secret_ref is not None
+            and not self.base_url.startswith("https://")
+            and not re.match(LOOPBACK_HTTP, self.base_url)
+        ):
+            raise ValueError(_PLAIN_HTTP_KEY)
         return self
 
 

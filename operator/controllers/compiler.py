@@ -39,6 +39,7 @@ from llmrouter.operator.render import (
     PREVIOUS_KEY_ANNOTATION,
     PREVIOUS_KEY_UNTIL_ANNOTATION,
     PROVIDER_CREDENTIAL_LABEL,
+    SERVER_KEY_LABEL,
     TENANT_LABEL,
     render_gateway_config_secret,
     render_gateway_deployment,
@@ -93,6 +94,7 @@ def read_resources() -> Read:
         except ValidationError:
             continue
         read.objects[models[-1].ref] = item
+    models = _with_consent(models, read)
     experiments = []
     # Newer than the other kinds: a cluster upgraded without its CRD must still publish.
     for item in kube.list_if_served(API_VERSION, "Experiment"):
@@ -120,6 +122,40 @@ def read_resources() -> Read:
         model_server_keys=True,
     )
     return read
+
+
+def consents(secret: dict[str, Any]) -> bool:
+    """Whether a Secret may be sent upstream by the gateway: its owner labelled it so, or the
+    operator made it (a llama-server's key). Without this, whoever may create a
+    ModelDeployment could have a Secret they cannot read sent to a baseURL of their choice."""
+    labels = (secret.get("metadata") or {}).get("labels") or {}
+    return "true" in (labels.get(PROVIDER_CREDENTIAL_LABEL), labels.get(SERVER_KEY_LABEL))
+
+
+def _with_consent(models: list[ModelDeployment], read: Read) -> list[ModelDeployment]:
+    """The models that may be compiled as far as their provider key goes: one naming a
+    Secret that has not consented is left out whole (a missing Secret is the Ready
+    condition's business: nothing is sent for it)."""
+    kept = []
+    for md in models:
+        ref = md.spec.external.api_key_secret_ref if md.spec.external is not None else None
+        if ref is not None:
+            secret = kube.get("v1", "Secret", ref.name, md.metadata.namespace)
+            labels = ((secret or {}).get("metadata") or {}).get("labels") or {}
+            if secret is not None and labels.get(PROVIDER_CREDENTIAL_LABEL) != "true":
+                read.problems.append(
+                    Problem(
+                        md.ref,
+                        "spec.external.apiKeySecretRef",
+                        f"Secret {ref.name} is not labelled {PROVIDER_CREDENTIAL_LABEL}=true, "
+                        "so it is not sent to any provider; whoever owns it consents with "
+                        f"`kubectl label secret {ref.name} {PROVIDER_CREDENTIAL_LABEL}=true "
+                        f"-n {md.metadata.namespace}`",
+                    )
+                )
+                continue
+        kept.append(md)
+    return kept
 
 
 def _key_hashes(tenants: list[Tenant], read: Read) -> dict[tuple[str, str], str]:
@@ -231,7 +267,8 @@ def copy_one(gateway_namespace: str, source: tuple[str, str], keys: set[str]) ->
     namespace, name = source
     found = kube.get("v1", "Secret", name, namespace)
     data = {k: v for k, v in ((found or {}).get("data") or {}).items() if k in keys}
-    if data:
+    # Checked again here: the label may have gone since the compile read it.
+    if data and found is not None and consents(found):
         kube.apply(render_provider_secret_copy(gateway_namespace, namespace, name, data))
     else:
         # Gone at the source: the credential goes at the gateway too.

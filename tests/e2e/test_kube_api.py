@@ -77,6 +77,22 @@ def create(body: dict[str, Any], namespace: str = "default") -> dict[str, Any]:
             {"external": EXTERNAL, "aliases": ["fast", "fast"]},
             'spec.aliases[1]: Duplicate value: "fast"',
         ),
+        (
+            "key-over-http",
+            {
+                "external": {
+                    **EXTERNAL,
+                    "baseURL": "http://api.example.com/v1",
+                    "apiKeySecretRef": {"name": "openai", "key": "apiKey"},
+                }
+            },
+            "apiKeySecretRef needs an https baseURL",
+        ),
+        (
+            "model-over-http",
+            {"llamacpp": {"model": {"url": "http://mirror.example/m.gguf"}}},
+            "a model url over plain http needs sha256",
+        ),
     ],
 )
 def test_invalid_model_deployments_are_refused_with_readable_messages(

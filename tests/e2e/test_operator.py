@@ -50,6 +50,8 @@ GROUP, VERSION = "llmrouter.io", "v1alpha1"
 
 ADMIN: client.ApiClient
 ROTATION_OVERLAP_S = 10
+# What a Secret's owner sets so that ModelDeployments may send it to a provider.
+PROVIDER_CREDENTIAL = {"llmrouter.io/provider-credential": "true"}
 
 
 @pytest.fixture(scope="module")
@@ -376,7 +378,8 @@ def test_broken_objects_drop_only_themselves_and_revocation_still_applies(
     core.create_namespaced_secret(
         "default",
         client.V1Secret(
-            metadata=client.V1ObjectMeta(name=long_secret), string_data={"token": "sk-long"}
+            metadata=client.V1ObjectMeta(name=long_secret, labels=PROVIDER_CREDENTIAL),
+            string_data={"token": "sk-long"},
         ),
     )
     typo["spec"]["external"]["apiKeySecretRef"] = {"name": long_secret, "key": "token"}
@@ -520,7 +523,8 @@ async def test_provider_key_from_a_secret_reaches_the_provider(
     core.create_namespaced_secret(
         "default",
         client.V1Secret(
-            metadata=client.V1ObjectMeta(name="provider-key"), string_data={"token": "sk-secret-1"}
+            metadata=client.V1ObjectMeta(name="provider-key", labels=PROVIDER_CREDENTIAL),
+            string_data={"token": "sk-secret-1"},
         ),
     )
     body = external("secured", upstream.url, "upstream-model")
@@ -539,6 +543,30 @@ async def test_provider_key_from_a_secret_reaches_the_provider(
     # The gateway's namespace holds a copy; the gateway never reads other namespaces.
     copy = core.read_namespaced_secret(provider_copy_name("default", "provider-key"), "llmrouter")
     assert set(copy.data or {}) == {"token"}
+    # A Secret its owner did not label: never copied, never sent, its model left out.
+    core.create_namespaced_secret(
+        "default",
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="unconsenting"), string_data={"token": "sk-other"}
+        ),
+    )
+    borrowed = external("borrowed", upstream.url, "upstream-model")
+    borrowed["spec"]["external"]["apiKeySecretRef"] = {"name": "unconsenting", "key": "token"}
+    custom().create_namespaced_custom_object(
+        GROUP, VERSION, "default", "modeldeployments", borrowed
+    )
+
+    def refused() -> Any:
+        found = conditions_of("modeldeployments", "borrowed").get("Compiled")
+        return found if found and found["status"] == "False" else None
+
+    compiled = await wait(refused)
+    assert "spec.external.apiKeySecretRef" in compiled["message"]
+    assert "llmrouter.io/provider-credential=true" in compiled["message"]
+    assert "borrowed" not in published()["models"]
+    copies = core.list_namespaced_secret("llmrouter").to_dict()["items"]
+    names = [s["metadata"]["name"] for s in copies]
+    assert provider_copy_name("default", "unconsenting") not in names
 
 
 async def test_tenant_status_shows_this_months_usage_and_budget(

@@ -196,3 +196,90 @@ def test_a_kind_whose_crd_is_missing_does_not_stop_the_compile(
     read = compiler.read_resources()
     assert [t.tenant_id for t in read.resources.tenants] == ["team/acme"]
     assert read.resources.experiments == []
+
+
+def provider_model(name: str, secret: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "llmrouter.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name, "namespace": "team"},
+        "spec": {
+            "external": {
+                "provider": "openai",
+                "baseURL": "https://api.openai.com/v1",
+                "model": "gpt-4o",
+                "apiKeySecretRef": {"name": secret, "key": "apiKey"},
+            }
+        },
+    }
+
+
+def test_a_provider_key_is_compiled_and_copied_only_when_its_secret_consents(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from llmrouter.operator import settings
+
+    consenting: dict[str, Any] = {
+        "metadata": {
+            "name": "ours",
+            "namespace": "team",
+            "labels": {"llmrouter.io/provider-credential": "true"},
+        },
+        "data": {"apiKey": b64(b"sk-ours")},
+    }
+    # Another team's key: a ModelDeployment may name it, but it never leaves the namespace.
+    theirs = {"metadata": {"name": "theirs", "namespace": "team"}, "data": {"apiKey": b64(b"sk-x")}}
+    secrets = {"ours": consenting, "theirs": theirs}
+    models = [provider_model("good", "ours"), provider_model("stolen", "theirs")]
+
+    def list_objects(api_version: str, kind: str, *_: Any, **__: Any) -> list[dict[str, Any]]:
+        return models if kind == "ModelDeployment" else []
+
+    applied: list[dict[str, Any]] = []
+    monkeypatch.setattr(kube, "list_objects", list_objects)
+    monkeypatch.setattr(kube, "get", lambda _v, kind, name, ns: secrets.get(name))
+    monkeypatch.setattr(kube, "apply", applied.append)
+    monkeypatch.setattr(kube, "delete", lambda *a, **kw: None)
+    monkeypatch.setattr(settings, "current", lambda: settings.OperatorSettings(namespace="gw"))
+    read = compiler.read_resources()
+    assert [m.metadata.name for m in read.resources.models] == ["good"]
+    assert [(p.ref, p.field, p.left_out) for p in read.problems] == [
+        ("ModelDeployment team/stolen", "spec.external.apiKeySecretRef", "object")
+    ]
+    assert "kubectl label secret theirs llmrouter.io/provider-credential=true" in (
+        read.problems[0].message
+    )
+    compiler.copy_secrets(read.resources)
+    assert [c["metadata"]["annotations"]["llmrouter.io/source-name"] for c in applied] == ["ours"]
+    # The label taken off after the compile read it: the copy step does not copy either.
+    applied.clear()
+    del consenting["metadata"]["labels"]
+    compiler.copy_secrets(read.resources)
+    assert applied == []
+
+
+@pytest.mark.parametrize(
+    ("base_url", "allowed"),
+    [
+        ("https://api.openai.com/v1", True),
+        ("http://127.0.0.1:8080/v1", True),
+        ("http://localhost/v1", True),
+        ("http://api.attacker.example/v1", False),
+        ("http://localhost.attacker.example/v1", False),
+        ("http://127.0.0.1@attacker.example/v1", False),
+    ],
+)
+def test_a_provider_key_goes_over_https_only(base_url: str, allowed: bool) -> None:
+    from pydantic import ValidationError
+
+    from llmrouter.operator.api import ModelDeployment
+
+    body = provider_model("m", "ours")
+    body["spec"]["external"]["baseURL"] = base_url
+    if allowed:
+        ModelDeployment.model_validate(body)
+        return
+    with pytest.raises(ValidationError, match="apiKeySecretRef needs an https baseURL"):
+        ModelDeployment.model_validate(body)
+    del body["spec"]["external"]["apiKeySecretRef"]
+    ModelDeployment.model_validate(body)  # without a key, http is the operator's choice

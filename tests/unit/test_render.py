@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import json
 import re
+import subprocess
+from pathlib import Path
 from typing import Any
 
 from llmrouter.operator.api import ModelDeployment
@@ -255,3 +258,45 @@ def test_label_values_fit_and_stay_distinct() -> None:
     assert label_value(long_a) != label_value(long_b)
     secret = render_api_key_secret("ns", "y" * 253, "k", "llmr_abc")
     assert secret["metadata"]["labels"]["llmrouter.io/tenant"] == label_value("y" * 253)
+
+
+def _fetch(pod: dict[str, Any], models: Path) -> subprocess.CompletedProcess[str]:
+    """The init container's command run here, with /models pointing at ``models``."""
+    init = pod["initContainers"][0]
+    argv = [a.replace("/models", str(models)) for a in init["command"] + init["args"]]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_a_model_over_plain_http_is_fetched_only_with_its_digest(tmp_path: Path) -> None:
+    import hashlib
+    import http.server
+    import threading
+
+    import pydantic
+    import pytest
+
+    (tmp_path / "m.gguf").write_bytes(b"GGUF the real weights")
+    good = hashlib.sha256(b"GGUF the real weights").hexdigest()
+    with pytest.raises(pydantic.ValidationError, match="plain http needs sha256"):
+        md(model={"url": "http://mirror.example/m.gguf"})
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/m.gguf"
+    try:
+        models = tmp_path / "models"
+        models.mkdir()
+        pod = render_deployment(md(model={"url": url, "sha256": good.upper()}))
+        pod = pod["spec"]["template"]["spec"]
+        assert pod["initContainers"][0]["args"][:2] == ["/models/model.gguf", good]
+        assert _fetch(pod, models).returncode == 0
+        assert (models / "model.gguf").read_bytes() == b"GGUF the real weights"
+
+        (models / "model.gguf").unlink()
+        swapped = render_deployment(md(model={"url": url, "sha256": "0" * 64}))
+        failed = _fetch(swapped["spec"]["template"]["spec"], models)
+        assert failed.returncode != 0
+        assert not (models / "model.gguf").exists()
+    finally:
+        server.shutdown()
