@@ -90,6 +90,7 @@ def applied(kubectl: Any, operator: None) -> Any:
     out = kubectl("apply", "-f", str(REPO / "crds")).stdout
     assert out.count("customresourcedefinition.apiextensions.k8s.io/") == 4, out
     kubectl("-n", NS, "create", "secret", "generic", "openai", "--from-literal=apiKey=sk-test")
+    kubectl("-n", NS, "label", "secret", "openai", "llmrouter.io/provider-credential=true")
     out = kubectl("-n", NS, "apply", "-f", str(REPO / "examples")).stdout
     assert "tenant.llmrouter.io/acme created" in out, out
     assert "modeldeployment.llmrouter.io/gpt-4o-mini created" in out, out
