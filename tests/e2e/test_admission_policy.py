@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -30,7 +31,7 @@ def model(name: str, **llamacpp: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def api(control_plane: ControlPlane) -> client.CustomObjectsApi:
+def api(control_plane: ControlPlane) -> Iterator[client.CustomObjectsApi]:
     admin = admin_client(control_plane)
     core = client.CoreV1Api(admin)
     for name in ("llmrouter", NS):
@@ -40,7 +41,12 @@ def api(control_plane: ControlPlane) -> client.CustomObjectsApi:
             if exc.status != 409:  # another module made it
                 raise
     install_chart(admin, "llmrouter")
-    return client.CustomObjectsApi(admin)
+    api = client.CustomObjectsApi(admin)
+    yield api
+    # Operators of later modules would run what these tests admitted.
+    api.delete_collection_namespaced_custom_object(
+        "llmrouter.io", "v1alpha1", NS, "modeldeployments"
+    )
 
 
 def refusal(api: client.CustomObjectsApi, body: dict[str, Any]) -> str:
