@@ -86,7 +86,12 @@ class OperatorSettings:
     has passed since the last time."""
 
 
-@functools.cache
 def current() -> OperatorSettings:
-    """The settings from the environment as it is when the operator first asks."""
+    """The settings from the environment: made again only when an LLMROUTER_ variable
+    changed (an operator started again in one process, as tests do, sees its own)."""
+    return _settings(tuple(sorted(i for i in os.environ.items() if i[0].startswith("LLMROUTER_"))))
+
+
+@functools.lru_cache(maxsize=8)
+def _settings(environment: tuple[tuple[str, str], ...]) -> OperatorSettings:
     return OperatorSettings()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -11,6 +12,11 @@ from llmrouter.gateway.store import ConfigStore
 from llmrouter.standalone import StandaloneSource
 from tests.support.llama import LlamaServer, llama_server_binary, tiny_model
 from tests.support.serve import serving
+
+# Kopf timers take their interval when the operator's modules are first imported, by
+# whichever of these test modules starts an operator first: every one gets the short ones.
+os.environ.setdefault("LLMROUTER_USAGE_INTERVAL", "0.5")
+os.environ.setdefault("LLMROUTER_EXPERIMENT_INTERVAL", "0.5")
 
 KEY = "llmr_e2e_developer_key_000000001"
 RESOURCES = """
