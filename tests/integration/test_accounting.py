@@ -42,6 +42,14 @@ spec:
 ---
 apiVersion: llmrouter.io/v1alpha1
 kind: ModelDeployment
+metadata: {name: patient}
+spec:
+  llamacpp: {model: {url: "https://example.invalid/m.gguf"}}
+  pricing: {inputPerMillion: "0", outputPerMillion: "2000"}
+  timeouts: {connect: 1s, firstToken: 10s, total: 8s}
+---
+apiVersion: llmrouter.io/v1alpha1
+kind: ModelDeployment
 metadata: {name: priced}
 spec:
   llamacpp: {model: {url: "https://example.invalid/m.gguf"}}
@@ -75,7 +83,7 @@ apiVersion: llmrouter.io/v1alpha1
 kind: Tenant
 metadata: {name: wide}
 spec:
-  models: [local]
+  models: [local, patient]
   limits: {maxConcurrent: 32}
   budget: {monthlyUSD: "0.32"}
   apiKeys: [{name: dev, role: developer}]
@@ -126,6 +134,8 @@ def gateway(
             f"local={upstream.url}",
             "--endpoint",
             f"priced={upstream.url}",
+            "--endpoint",
+            f"patient={upstream.url}",
             "--state",
             state,
             *extra,
@@ -338,43 +348,41 @@ def _json(body: dict[str, object]) -> bytes:
 def test_sigkill_mid_flight_leaks_no_slot_and_no_reservation(
     files: tuple[Path, Path], upstream: FakeUpstream, redis_url: str, tmp_path: Path
 ) -> None:
+    # A model whose requests may run 8 s: their slots and reservations are leased for 13 s,
+    # long enough for a loaded machine to start the second gateway within it.
+    body = {**BODY, "model": "patient"}
     upstream.behaviour.delay_s = 30  # never answers before the gateway dies
     with gateway(files, upstream, redis_url, tmp_path / "a.log") as a:
-        asyncio.run(_fire_and_forget(a.url, "wide", 32))
-        wait_until(lambda: upstream.in_flight == 32, 10, "32 requests at the upstream")
+        asyncio.run(_fire_and_forget(a.url, "wide", 32, body))
+        wait_until(lambda: upstream.in_flight == 32, 6, "32 requests at the upstream")
         assert a.proc is not None
         os.kill(a.proc.pid, signal.SIGKILL)
         a.proc.wait()
         killed_at = time.monotonic()
     upstream.behaviour.delay_s = 0
     with gateway(files, upstream, redis_url, tmp_path / "b.log") as b:
+        chat = f"{b.url}/v1/chat/completions"
         # every slot and the whole budget are held by the dead process's requests…
-        held = httpx.post(f"{b.url}/v1/chat/completions", json=BODY, headers=auth("wide"))
-        assert held.status_code == 429
-        # …until their lease ends: the model's total timeout (3 s) and a 5 s margin
+        assert httpx.post(chat, json=body, headers=auth("wide")).status_code == 429
+        # …until their lease ends: the model's total timeout (8 s) and a 5 s margin
         wait_until(
-            lambda: (
-                httpx.post(
-                    f"{b.url}/v1/chat/completions", json=BODY, headers=auth("wide")
-                ).status_code
-                == 200
-            ),
-            15,
+            lambda: httpx.post(chat, json=body, headers=auth("wide")).status_code == 200,
+            25,
             "the dead gateway's slots to expire",
         )
-        assert time.monotonic() - killed_at < 8 + 3
-        answers = asyncio.run(send_all([b.url], "wide", 32, 32))
+        assert time.monotonic() - killed_at < 13 + 5
+        answers = asyncio.run(send_all([b.url], "wide", 32, 32, body))
         assert [r.status_code for r in answers].count(200) == 31  # 32 slots, 0.32 USD
         total = usage_total(b.url, "wide")
     assert total["requests"] == 32  # only what was answered is spent
     assert Decimal(str(total["cost_usd"])) == 32 * COST
 
 
-async def _fire_and_forget(url: str, tenant: str, n: int) -> None:
+async def _fire_and_forget(url: str, tenant: str, n: int, body: dict[str, object]) -> None:
     async with httpx.AsyncClient(timeout=0.5) as http:
         await asyncio.gather(
             *(
-                http.post(f"{url}/v1/chat/completions", json=BODY, headers=auth(tenant))
+                http.post(f"{url}/v1/chat/completions", json=body, headers=auth(tenant))
                 for _ in range(n)
             ),
             return_exceptions=True,
