@@ -181,7 +181,15 @@ def test_an_edited_policy_gets_new_rules(operator: None) -> None:
 def test_without_prometheus_the_gateway_pods_are_asked(operator: None) -> None:
     # The gateway pods here run on a kwok node: listed as Running, with addresses nothing
     # answers at. The operator asks each, and says that none answered.
-    known = eventually(lambda: conditions("acme").get("ComplianceKnown"), 30)
+    # Until kwok reports the gateway pods running, there is no pod to ask (NoSource).
+    known = eventually(
+        lambda: (
+            (c := conditions("acme").get("ComplianceKnown"))
+            and c["reason"] == "GatewayCountsUnavailable"
+            and c
+        ),
+        60,
+    )
     assert known["status"] == "False"
     assert known["reason"] == "GatewayCountsUnavailable", known
     assert known["message"].startswith("no gateway answered of ")

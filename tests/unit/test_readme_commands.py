@@ -29,7 +29,16 @@ COMMAND_WORDS = ("make", ".venv/bin/python", "llmrouter", "kubectl", "helm", "do
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 # Flags the README names in prose that belong to another program: llama-server, as the
 # operator runs it.
-OTHER_PROGRAMS_FLAGS = {"--ctx-size", "--parallel", "--metrics"}
+OTHER_PROGRAMS_FLAGS = {
+    # llama-server's, which the README names where it says what the operator sets
+    "--ctx-size",
+    "--parallel",
+    "--metrics",
+    "--api-key",
+    "--alias",
+    "--model",
+    "-m",
+}
 
 
 def fenced_commands() -> list[str]:
