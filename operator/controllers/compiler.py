@@ -376,9 +376,12 @@ async def start_compiler(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: 
 
 @kopf.on.cleanup()
 async def stop_compiler(memo: kopf.Memo, **_: Any) -> None:
+    global _changed, _loop
     task = memo.get("compiler")
     if task is not None:
         task.cancel()
+    # Requests after the stop have no loop to go to (it is about to close).
+    _changed, _loop = None, None
 
 
 def outranked(peering: dict[str, Any] | None, priority: int, now: datetime.datetime) -> bool:

@@ -40,14 +40,6 @@ class Cluster:
         self.deleted.append((kind, name, namespace))
 
 
-def quiet_logger() -> logging.Logger:
-    """A logger of its own: an operator run earlier in this process (the e2e tests) leaves
-    Kopf's event-posting handler on the logging tree, bound to a loop that has closed."""
-    logger = logging.getLogger("tests.slapolicy")
-    logger.propagate = False
-    return logger
-
-
 def run(
     monkeypatch: pytest.MonkeyPatch, cluster: Cluster, body: dict[str, Any]
 ) -> tuple[kopf.Patch, Exception | None]:
@@ -64,7 +56,7 @@ def run(
             meta=kopf.Meta(kopf_body),
             status=kopf.Status(kopf_body),
             patch=patch,
-            logger=quiet_logger(),
+            logger=logging.getLogger("test"),
         )
     except Exception as exc:
         return patch, exc
