@@ -22,7 +22,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_gateway import BODY, KEY, RESOURCES, free_port, wait_ready
+from bench_gateway import BODY, KEY, RESOURCES, free_port, serve_command, wait_ready
 from bench_logs import Logs
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -78,27 +78,8 @@ def main() -> int:
         upstream = logs.popen(
             "upstream", [sys.executable, bench_gateway, "--upstream-port", str(up_port)]
         )
-        gateway = logs.popen(
-            "llmrouter",
-            [
-                sys.executable,
-                "-m",
-                "llmrouter",
-                "--log-level",
-                "WARNING",
-                "serve",
-                "-f",
-                f"{tmp}/resources.yaml",
-                "--keys-file",
-                f"{tmp}/keys.yaml",
-                "--endpoint",
-                f"bench=http://127.0.0.1:{up_port}/v1",
-                "--port",
-                str(gw_port),
-                "--state",
-                f"redis://127.0.0.1:{redis_port}/0",
-            ],
-        )
+        state = ["--state", f"redis://127.0.0.1:{redis_port}/0"]
+        gateway = logs.popen("llmrouter", serve_command(tmp, up_port, gw_port, state))
         procs = [redis, upstream, gateway]
         try:
             asyncio.run(wait_ready(f"http://127.0.0.1:{up_port}/health", upstream))

@@ -66,6 +66,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def serve_command(tmp: str, up_port: int, gw_port: int, state: list[str]) -> list[str]:
+    """`llmrouter serve` on the files in ``tmp``, in front of the canned upstream."""
+    return [
+        sys.executable,
+        "-m",
+        "llmrouter",
+        "--log-level",
+        "WARNING",
+        "serve",
+        "-f",
+        f"{tmp}/resources.yaml",
+        "--keys-file",
+        f"{tmp}/keys.yaml",
+        "--endpoint",
+        f"bench=http://127.0.0.1:{up_port}/v1",
+        "--port",
+        str(gw_port),
+        *state,
+    ]
+
+
 def run_upstream(port: int) -> None:
     async def chat(request: web.Request) -> web.Response:
         await request.read()
@@ -201,26 +222,7 @@ def main() -> None:
         Path(tmp, "keys.yaml").write_text(f"bench:\n  k: {KEY}\n")
         procs += [
             logs.popen("upstream", [sys.executable, __file__, "--upstream-port", str(up_port)]),
-            logs.popen(
-                "llmrouter",
-                [
-                    sys.executable,
-                    "-m",
-                    "llmrouter",
-                    "--log-level",
-                    "WARNING",
-                    "serve",
-                    "-f",
-                    f"{tmp}/resources.yaml",
-                    "--keys-file",
-                    f"{tmp}/keys.yaml",
-                    "--endpoint",
-                    f"bench=http://127.0.0.1:{up_port}/v1",
-                    "--port",
-                    str(gw_port),
-                    *state,
-                ],
-            ),
+            logs.popen("llmrouter", serve_command(tmp, up_port, gw_port, state)),
         ]
         try:
             asyncio.run(wait_ready(f"http://127.0.0.1:{up_port}/health", procs[-2]))
