@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from typing import Any
 
 from kubernetes import client, config
+from kubernetes.config import kube_config
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 
 FIELD_MANAGER = "llmrouter-operator"
 
 
-@functools.cache
 def dynamic() -> DynamicClient:
+    """One client per cluster configuration: a process whose kubeconfig changed (an operator
+    started again against another cluster, as tests do) gets a client for the new one."""
+    return _dynamic(os.environ.get("KUBECONFIG", ""), kube_config.KUBE_CONFIG_DEFAULT_LOCATION)
+
+
+@functools.lru_cache(maxsize=4)
+def _dynamic(kubeconfig: str, default_location: str) -> DynamicClient:
     try:
         config.load_incluster_config()
     except config.ConfigException:

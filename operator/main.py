@@ -8,7 +8,6 @@ from typing import Any
 
 import kopf
 
-from llmrouter.operator import kube
 from llmrouter.operator.controllers import (
     compiler,
     experiment,
@@ -24,9 +23,6 @@ __all__ = ["compiler", "experiment", "modeldeployment", "slapolicy", "tenant", "
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    # A new start connects anew: the cluster or its credentials may have changed since an
-    # earlier operator ran in this process (as in tests).
-    kube.dynamic.cache_clear()
     settings.posting.level = 30  # warnings and errors become Kubernetes events
     settings.watching.server_timeout = 300
     settings.peering.standalone = False
